@@ -1,0 +1,351 @@
+"""Safe reader for official StyleNeRF ``.pkl`` checkpoints.
+
+Official checkpoints rebuild their networks by executing Python source embedded in the file
+(``torch_utils.persistence``), so loading them the official way runs arbitrary code and needs the
+official repository importable. This reader allows only the globals that real checkpoints reference,
+maps each to an inert local stand-in, never runs or compiles the embedded source, and returns what is
+needed to build our own generator: its constructor arguments and its state dict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import struct
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+
+from stylenerf_edit.errors import CheckpointError
+
+__all__ = ["OfficialNetwork", "is_official_pickle", "read_official_pickle"]
+
+_PERSISTENCE_VERSION = 6  # torch_utils.persistence format of every released StyleNeRF checkpoint
+_MAX_MODULE_DEPTH = 32  # real generators nest 5 deep; the bound keeps hostile files from recursing forever
+_REDOWNLOAD = "delete it and download it again (e.g. `stylenerf-edit download ffhq_256`)"
+_NOT_OFFICIAL = f"it is not an official StyleNeRF checkpoint or it is damaged: {_REDOWNLOAD}"
+_DECODE_ERRORS = (
+    pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
+    AttributeError, RuntimeError, struct.error, OverflowError, MemoryError,
+)
+
+
+@dataclass
+class OfficialNetwork:
+    """One network of an official checkpoint, as plain data (no official classes involved)."""
+
+    class_name: str
+    init_args: tuple
+    init_kwargs: dict
+    state_dict: OrderedDict[str, torch.Tensor]
+    module_src_sha256: dict[str, str]
+
+
+class _Malformed(Exception):
+    """Internal: what is wrong with the file, phrased for the user; the reader prefixes the path."""
+
+
+@dataclass
+class _PersistentRecord:
+    """Stand-in for a ``torch_utils.persistence`` object: class name and pickled state, source only hashed."""
+
+    class_name: str
+    state: Any
+    module_src_sha256: str
+
+
+class _Stub:
+    """Inert stand-in for an allowed class: created without arguments, it only keeps the pickled state."""
+
+    state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+class _TorchContainer(_Stub):
+    """Stand-in for a non-persistent torch container module; its state is an ``nn.Module.__dict__``."""
+
+    class_name = ""
+
+
+class _Sequential(_TorchContainer):
+    class_name = "Sequential"
+
+
+class _ModuleList(_TorchContainer):
+    class_name = "ModuleList"
+
+
+class _DictConfig(_Stub):
+    """omegaconf DictConfig: the values are the nodes in ``state['_content']``."""
+
+
+class _ListConfig(_Stub):
+    """omegaconf ListConfig: the items are the nodes in ``state['_content']``."""
+
+
+class _AnyNode(_Stub):
+    """omegaconf AnyNode: the value is ``state['_val']``."""
+
+
+class _OmegaconfMetadata(_Stub):
+    """omegaconf Metadata/ContainerMetadata: typing information the reader ignores."""
+
+
+class _TypingAny:
+    """Placeholder for ``typing.Any``, which only occurs inside omegaconf metadata."""
+
+
+def _numpy_dtype(spec: Any, align: bool = False, copy: bool = True) -> np.dtype:
+    """Rebuild a numpy dtype, accepting only the string form that numpy itself pickles."""
+    if not isinstance(spec, str):
+        raise _Malformed(f"malformed numpy dtype {spec!r:.60}; {_NOT_OFFICIAL}")
+    return np.dtype(spec, bool(align), bool(copy))
+
+
+def _numpy_scalar(dtype: Any, raw: Any) -> np.generic:
+    """Rebuild a numeric numpy scalar from its raw bytes; object dtypes would mean arbitrary objects."""
+    if not (isinstance(dtype, np.dtype) and dtype.kind in "biufc" and isinstance(raw, bytes)
+            and len(raw) == dtype.itemsize):
+        raise _Malformed(f"malformed numpy scalar ({dtype!r:.40}, {raw!r:.40}); {_NOT_OFFICIAL}")
+    return np.frombuffer(raw, dtype=dtype)[0]
+
+
+def _load_storage(data: Any) -> torch.storage.TypedStorage:
+    """Parse one storage saved in the legacy (non-zip) ``torch.save`` format with torch's restricted loader."""
+    if not isinstance(data, bytes):
+        raise _Malformed(f"malformed tensor storage (expected bytes, got {type(data).__name__}); {_NOT_OFFICIAL}")
+    storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise _Malformed(f"malformed tensor storage (decoded to {type(storage).__name__}); {_NOT_OFFICIAL}")
+    return storage
+
+
+def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, *_ignored: Any) -> torch.Tensor:
+    """View ``storage`` with the given geometry; ``requires_grad``, hooks and metadata do not matter here.
+
+    The bounds are checked here because ``Tensor.set_`` silently grows a storage that is too small.
+    """
+    geometry_ok = (
+        isinstance(storage, torch.storage.TypedStorage)
+        and isinstance(storage_offset, int) and storage_offset >= 0
+        and isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
+        and all(isinstance(n, int) and n >= 0 for n in size + stride)
+    )
+    if not geometry_ok:
+        raise _Malformed(f"malformed tensor ({storage_offset!r:.20}, {size!r:.40}, {stride!r:.40}); {_NOT_OFFICIAL}")
+    last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if 0 not in size and last >= storage.size():
+        raise _Malformed(f"tensor of size {list(size)} reaches past its storage of {storage.size()} elements; "
+                         f"{_NOT_OFFICIAL}")
+    tensor = torch.empty((0,), dtype=storage.dtype)
+    return tensor.set_(storage._untyped_storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data: Any, *_ignored: Any) -> torch.Tensor:
+    """Parameters only matter for their values, so the data tensor stands in for the Parameter."""
+    if not isinstance(data, torch.Tensor):
+        raise _Malformed(f"malformed parameter ({type(data).__name__} instead of a tensor); {_NOT_OFFICIAL}")
+    return data
+
+
+# The globals of an official checkpoint (spec d.5) and their inert stand-ins. numpy >= 2 names the scalar
+# constructor ``numpy._core.multiarray.scalar``; the old name is what released checkpoints contain.
+_PERSISTENT_GLOBAL = ("torch_utils.persistence", "_reconstruct_persistent_obj")
+_SAFE_GLOBALS = MappingProxyType({
+    ("builtins", "dict"): dict,
+    ("builtins", "list"): list,
+    ("builtins", "int"): int,
+    ("collections", "OrderedDict"): OrderedDict,
+    ("collections", "defaultdict"): defaultdict,
+    ("typing", "Any"): _TypingAny,
+    ("numpy", "dtype"): _numpy_dtype,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch.storage", "_load_from_bytes"): _load_storage,
+    ("torch.nn.modules.container", "Sequential"): _Sequential,
+    ("torch.nn.modules.container", "ModuleList"): _ModuleList,
+    ("omegaconf.dictconfig", "DictConfig"): _DictConfig,
+    ("omegaconf.listconfig", "ListConfig"): _ListConfig,
+    ("omegaconf.nodes", "AnyNode"): _AnyNode,
+    ("omegaconf.base", "Metadata"): _OmegaconfMetadata,
+    ("omegaconf.base", "ContainerMetadata"): _OmegaconfMetadata,
+})
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the allow-listed globals and turns persistent objects into records."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        super().__init__(file)
+        self._sha256_by_src: dict[str, str] = {}  # the same source string backs many records
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == _PERSISTENT_GLOBAL:
+            return self._reconstruct_persistent
+        try:
+            return _SAFE_GLOBALS[module, name]
+        except KeyError:
+            raise _Malformed(
+                f"refusing to load global '{module}.{name}' (not part of an official StyleNeRF checkpoint); "
+                "only load checkpoints from sources you trust"
+            ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise _Malformed(f"refusing persistent id {pid!r:.60} (official StyleNeRF checkpoints use none); "
+                         "only load checkpoints from sources you trust")
+
+    def _reconstruct_persistent(self, meta: Any) -> _PersistentRecord:
+        """Record a persistent object instead of executing its embedded module source."""
+        if not isinstance(meta, dict):
+            raise _Malformed(f"malformed persistent object ({type(meta).__name__} metadata); {_NOT_OFFICIAL}")
+        class_name, version, source = meta.get("class_name"), meta.get("version"), meta.get("module_src")
+        if meta.get("type") != "class" or version != _PERSISTENCE_VERSION:
+            raise _Malformed(
+                f"persistent object {class_name!r:.60} has type {meta.get('type')!r:.20} and "
+                f"torch_utils.persistence version {version!r:.20}, but this reader understands only "
+                f"type 'class' version {_PERSISTENCE_VERSION} (the format of the released StyleNeRF checkpoints); "
+                f"use an official checkpoint (e.g. `stylenerf-edit download ffhq_256`)"
+            )
+        if not isinstance(class_name, str) or not isinstance(source, str):
+            raise _Malformed(f"persistent object without class name or module source; {_NOT_OFFICIAL}")
+        if source not in self._sha256_by_src:
+            self._sha256_by_src[source] = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+        return _PersistentRecord(class_name, meta.get("state"), self._sha256_by_src[source])
+
+
+def _has_pickle_header(head: bytes) -> bool:
+    """Official checkpoints are binary pickles: PROTO opcode followed by protocol 2 or newer."""
+    return len(head) >= 2 and head[0] == pickle.PROTO[0] and 2 <= head[1] <= pickle.HIGHEST_PROTOCOL
+
+
+def is_official_pickle(path: str | Path) -> bool:
+    """Cheap sniff (two bytes) for a binary pickle, to tell official ``.pkl`` files from other formats."""
+    try:
+        with Path(path).open("rb") as file:
+            return _has_pickle_header(file.read(2))
+    except OSError:
+        return False
+
+
+def _unpickle(path: Path) -> Any:
+    try:
+        with path.open("rb") as file:
+            head = file.read(8)
+            if not head:
+                raise _Malformed(f"the file is empty; {_REDOWNLOAD}")
+            if not _has_pickle_header(head):
+                raise _Malformed(f"not a pickle file (it starts with {head!r}); pass an official StyleNeRF "
+                                 "checkpoint such as ffhq_256.pkl (`stylenerf-edit download ffhq_256`)")
+            file.seek(0)
+            return _SafeUnpickler(file).load()
+    except FileNotFoundError:
+        raise _Malformed("no such file; download a checkpoint with `stylenerf-edit download ffhq_256` "
+                         "or pass the path of an existing .pkl") from None
+    except OSError as error:
+        raise _Malformed(f"cannot be read ({error.strerror or error}); check the path and its permissions") from error
+    except _DECODE_ERRORS as error:
+        detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        raise _Malformed(f"truncated or corrupt pickle ({detail:.200}); {_REDOWNLOAD}") from error
+
+
+def _collect_state(node: _PersistentRecord | _TorchContainer, prefix: str, depth: int,
+                   state_dict: OrderedDict[str, torch.Tensor], hashes: dict[str, str]) -> None:
+    """Gather parameters and persistent buffers in ``nn.Module.state_dict()`` order (own tensors, then children)."""
+    where = prefix.rstrip(".") or "the network"
+    if depth > _MAX_MODULE_DEPTH:
+        raise _Malformed(f"modules nested deeper than {_MAX_MODULE_DEPTH} levels at {where}; {_NOT_OFFICIAL}")
+    state = node.state
+    groups = [state.get(group) if isinstance(state, dict) else None
+              for group in ("_parameters", "_buffers", "_modules")]
+    if not all(isinstance(group, dict) for group in groups):
+        raise _Malformed(f"{where} ({node.class_name}) does not hold a torch module state; {_NOT_OFFICIAL}")
+    parameters, buffers, modules = groups
+    if isinstance(node, _PersistentRecord):
+        hashes.setdefault(node.class_name, node.module_src_sha256)
+    non_persistent = state.get("_non_persistent_buffers_set") or set()
+    persistent_buffers = {name: value for name, value in buffers.items() if name not in non_persistent}
+    for name, tensor in [*parameters.items(), *persistent_buffers.items()]:
+        if tensor is None:
+            continue
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            raise _Malformed(f"{prefix}{name} is {getattr(tensor, 'dtype', type(tensor).__name__)}, "
+                             f"not a floating-point tensor; {_NOT_OFFICIAL}")
+        state_dict[prefix + name] = tensor.to(torch.float32).contiguous()
+    for name, child in modules.items():
+        if child is None:
+            continue
+        if not isinstance(child, (_PersistentRecord, _TorchContainer)):
+            raise _Malformed(f"submodule {prefix}{name} is a {type(child).__name__}, not a persistent module; "
+                             f"{_NOT_OFFICIAL}")
+        _collect_state(child, f"{prefix}{name}.", depth + 1, state_dict, hashes)
+
+
+def _plain(value: Any) -> Any:
+    """Turn omegaconf stand-ins and numpy scalars into the plain Python values they represent."""
+    if isinstance(value, (_DictConfig, _ListConfig)):
+        content = value.state.get("_content") if isinstance(value.state, dict) else None
+        if isinstance(value, _DictConfig) and isinstance(content, dict):
+            return {key: _plain(item) for key, item in content.items()}
+        if isinstance(value, _ListConfig) and isinstance(content, list):
+            return [_plain(item) for item in content]
+        if content is None:
+            return None
+        raise _Malformed(f"unsupported omegaconf value {content!r:.60} in the constructor arguments; {_NOT_OFFICIAL}")
+    if isinstance(value, _AnyNode):
+        if not isinstance(value.state, dict):
+            raise _Malformed(f"malformed omegaconf node in the constructor arguments; {_NOT_OFFICIAL}")
+        return _plain(value.state.get("_val"))
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(item) for item in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (_Stub, _PersistentRecord, torch.Tensor)) or isinstance(value, type):
+        raise _Malformed(f"unexpected {type(value).__name__} in the constructor arguments; {_NOT_OFFICIAL}")
+    return value
+
+
+def _network(data: Any, key: str) -> OfficialNetwork:
+    if not isinstance(data, dict):
+        raise _Malformed(f"holds a {type(data).__name__}, not the dict of networks an official checkpoint holds; "
+                         f"{_NOT_OFFICIAL}")
+    if key not in data:
+        available = ", ".join(repr(name) for name in data) or "none"
+        raise _Malformed(f"has no {key!r} entry (entries: {available}); ask for one of those "
+                         "(the generator is 'G_ema')")
+    record = data[key]
+    if not isinstance(record, _PersistentRecord):
+        raise _Malformed(f"entry {key!r} is a {type(record).__name__}, not a persistent network; {_NOT_OFFICIAL}")
+    state_dict: OrderedDict[str, torch.Tensor] = OrderedDict()
+    hashes: dict[str, str] = {}
+    _collect_state(record, "", 0, state_dict, hashes)
+    init_args = _plain(record.state.get("_init_args", ()))
+    init_kwargs = _plain(record.state.get("_init_kwargs", {}))
+    if not isinstance(init_args, (tuple, list)) or not isinstance(init_kwargs, dict):
+        raise _Malformed(f"entry {key!r} has malformed constructor arguments; {_NOT_OFFICIAL}")
+    return OfficialNetwork(record.class_name, tuple(init_args), init_kwargs, state_dict, hashes)
+
+
+def read_official_pickle(path: str | Path, key: str = "G_ema") -> OfficialNetwork:
+    """Read network ``key`` of an official StyleNeRF checkpoint without executing anything from the file.
+
+    ``G_ema`` is the generator every official app uses; ``G`` holds the raw training weights.
+    Raises CheckpointError (one line, naming the file and what to do) for every kind of bad file.
+    """
+    path = Path(path)
+    try:
+        return _network(_unpickle(path), key)
+    except _Malformed as error:
+        message = " ".join(f"{path}: {error}".split())
+        raise CheckpointError(message) from error.__cause__
