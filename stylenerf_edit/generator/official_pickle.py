@@ -9,8 +9,10 @@ needed to build our own generator: its constructor arguments and its state dict.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import math
 import pickle
 import struct
 from collections import OrderedDict, defaultdict
@@ -51,8 +53,20 @@ class _Malformed(Exception):
     """Internal: what is wrong with the file, phrased for the user; the reader prefixes the path."""
 
 
+class _Sealed:
+    """Base of the reader's own records: pickle BUILD on them is refused.
+
+    Without this a file could apply state to a rebuilt object; on a real tensor that reaches
+    ``Tensor.__setstate__`` and an unchecked ``set_``.
+    """
+
+    def __setstate__(self, state: Any) -> None:
+        raise _Malformed("pickled state applied to a rebuilt tensor, storage or persistent object "
+                         f"(official checkpoints never do that); {_NOT_OFFICIAL}")
+
+
 @dataclass
-class _PersistentRecord:
+class _PersistentRecord(_Sealed):
     """Stand-in for a ``torch_utils.persistence`` object: class name and pickled state, source only hashed."""
 
     class_name: str
@@ -118,40 +132,69 @@ def _numpy_scalar(dtype: Any, raw: Any) -> np.generic:
     return np.frombuffer(raw, dtype=dtype)[0]
 
 
-def _load_storage(data: Any) -> torch.storage.TypedStorage:
-    """Parse one storage saved in the legacy (non-zip) ``torch.save`` format with torch's restricted loader."""
+class _StorageBytes(_Sealed):
+    """One storage as pickled: a legacy (non-zip) ``torch.save`` stream, parsed only when a tensor needs it."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    @functools.cached_property
+    def storage(self) -> torch.storage.TypedStorage:
+        """The storage, parsed with torch's restricted (weights-only) loader."""
+        try:
+            storage = torch.load(io.BytesIO(self._data), map_location="cpu", weights_only=True)
+        except _DECODE_ERRORS as error:
+            detail = f"{type(error).__name__}: {error!s:.200}"
+            raise _Malformed(f"corrupt tensor storage ({detail}); {_REDOWNLOAD}") from error
+        if not isinstance(storage, torch.storage.TypedStorage):
+            raise _Malformed(f"malformed tensor storage (decoded to {type(storage).__name__}); {_NOT_OFFICIAL}")
+        return storage
+
+
+class _TensorRef(_Sealed):
+    """A pickled tensor: storage and view geometry, materialised only for the requested network."""
+
+    def __init__(self, storage: _StorageBytes, offset: int, size: tuple[int, ...], stride: tuple[int, ...]) -> None:
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+
+    def materialize(self, name: str) -> torch.Tensor:
+        """View the storage, checking bounds first: ``Tensor.set_`` silently grows a storage that is too small."""
+        storage = self.storage.storage
+        if not storage.dtype.is_floating_point:
+            raise _Malformed(f"{name} is a {storage.dtype} tensor, not a floating-point one; {_NOT_OFFICIAL}")
+        tensor = torch.empty((0,), dtype=storage.dtype)
+        available = storage._untyped_storage.nbytes() // tensor.element_size()  # TypedStorage.size() warns
+        last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride, strict=True))
+        if 0 not in self.size and (last >= available or math.prod(self.size) > available):
+            # The element count bound also stops zero strides from expanding a few bytes into a huge copy.
+            raise _Malformed(f"{name} of size {list(self.size)} reaches past its storage of {available} elements; "
+                             f"{_NOT_OFFICIAL}")
+        tensor.set_(storage._untyped_storage, self.offset, self.size, self.stride)
+        return tensor.to(torch.float32).contiguous()
+
+
+def _load_storage(data: Any) -> _StorageBytes:
     if not isinstance(data, bytes):
         raise _Malformed(f"malformed tensor storage (expected bytes, got {type(data).__name__}); {_NOT_OFFICIAL}")
-    storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    if not isinstance(storage, torch.storage.TypedStorage):
-        raise _Malformed(f"malformed tensor storage (decoded to {type(storage).__name__}); {_NOT_OFFICIAL}")
-    return storage
+    return _StorageBytes(data)
 
 
-def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, *_ignored: Any) -> torch.Tensor:
-    """View ``storage`` with the given geometry; ``requires_grad``, hooks and metadata do not matter here.
-
-    The bounds are checked here because ``Tensor.set_`` silently grows a storage that is too small.
-    """
+def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, *_ignored: Any) -> _TensorRef:
+    """Record a tensor; ``requires_grad``, hooks and metadata do not matter for reading weights."""
     geometry_ok = (
-        isinstance(storage, torch.storage.TypedStorage)
+        isinstance(storage, _StorageBytes)
         and isinstance(storage_offset, int) and storage_offset >= 0
         and isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
         and all(isinstance(n, int) and n >= 0 for n in size + stride)
     )
     if not geometry_ok:
         raise _Malformed(f"malformed tensor ({storage_offset!r:.20}, {size!r:.40}, {stride!r:.40}); {_NOT_OFFICIAL}")
-    last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
-    if 0 not in size and last >= storage.size():
-        raise _Malformed(f"tensor of size {list(size)} reaches past its storage of {storage.size()} elements; "
-                         f"{_NOT_OFFICIAL}")
-    tensor = torch.empty((0,), dtype=storage.dtype)
-    return tensor.set_(storage._untyped_storage, storage_offset, size, stride)
+    return _TensorRef(storage, storage_offset, size, stride)
 
 
-def _rebuild_parameter(data: Any, *_ignored: Any) -> torch.Tensor:
-    """Parameters only matter for their values, so the data tensor stands in for the Parameter."""
-    if not isinstance(data, torch.Tensor):
+def _rebuild_parameter(data: Any, *_ignored: Any) -> _TensorRef:
+    """Parameters only matter for their values, so the tensor stands in for the Parameter."""
+    if not isinstance(data, _TensorRef):
         raise _Malformed(f"malformed parameter ({type(data).__name__} instead of a tensor); {_NOT_OFFICIAL}")
     return data
 
@@ -272,15 +315,17 @@ def _collect_state(node: _PersistentRecord | _TorchContainer, prefix: str, depth
     parameters, buffers, modules = groups
     if isinstance(node, _PersistentRecord):
         hashes.setdefault(node.class_name, node.module_src_sha256)
-    non_persistent = state.get("_non_persistent_buffers_set") or set()
+    non_persistent = state.get("_non_persistent_buffers_set", set())
+    if not isinstance(non_persistent, (set, frozenset)) or not all(isinstance(name, str) for group in groups
+                                                                   for name in group):
+        raise _Malformed(f"{where} ({node.class_name}) has a malformed module state; {_NOT_OFFICIAL}")
     persistent_buffers = {name: value for name, value in buffers.items() if name not in non_persistent}
     for name, tensor in [*parameters.items(), *persistent_buffers.items()]:
         if tensor is None:
             continue
-        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
-            raise _Malformed(f"{prefix}{name} is {getattr(tensor, 'dtype', type(tensor).__name__)}, "
-                             f"not a floating-point tensor; {_NOT_OFFICIAL}")
-        state_dict[prefix + name] = tensor.to(torch.float32).contiguous()
+        if not isinstance(tensor, _TensorRef):
+            raise _Malformed(f"{prefix}{name} is a {type(tensor).__name__}, not a tensor; {_NOT_OFFICIAL}")
+        state_dict[prefix + name] = tensor.materialize(prefix + name)
     for name, child in modules.items():
         if child is None:
             continue
@@ -311,7 +356,7 @@ def _plain(value: Any) -> Any:
         return type(value)(_plain(item) for item in value)
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, (_Stub, _PersistentRecord, torch.Tensor)) or isinstance(value, type):
+    if isinstance(value, (_Stub, _Sealed, type)):
         raise _Malformed(f"unexpected {type(value).__name__} in the constructor arguments; {_NOT_OFFICIAL}")
     return value
 
@@ -330,8 +375,12 @@ def _network(data: Any, key: str) -> OfficialNetwork:
     state_dict: OrderedDict[str, torch.Tensor] = OrderedDict()
     hashes: dict[str, str] = {}
     _collect_state(record, "", 0, state_dict, hashes)
-    init_args = _plain(record.state.get("_init_args", ()))
-    init_kwargs = _plain(record.state.get("_init_kwargs", {}))
+    try:
+        init_args = _plain(record.state.get("_init_args", ()))
+        init_kwargs = _plain(record.state.get("_init_kwargs", {}))
+    except RecursionError:
+        raise _Malformed(f"entry {key!r} has cyclic or absurdly nested constructor arguments; "
+                         f"{_NOT_OFFICIAL}") from None
     if not isinstance(init_args, (tuple, list)) or not isinstance(init_kwargs, dict):
         raise _Malformed(f"entry {key!r} has malformed constructor arguments; {_NOT_OFFICIAL}")
     return OfficialNetwork(record.class_name, tuple(init_args), init_kwargs, state_dict, hashes)

@@ -1,0 +1,138 @@
+"""``stylenerf-edit`` command line: parse, call the library, report. No logic lives here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from stylenerf_edit import __version__
+from stylenerf_edit.errors import StyleNerfEditError
+
+
+def _friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected failures into one line on stderr and exit status 1 (2 is click's usage error)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except StyleNerfEditError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except OSError as e:
+            where = f" {e.filename}" if getattr(e, "filename", None) else ""
+            click.echo(f"error:{where} {e.strerror or e}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _parse_seeds(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int]:
+    seeds: list[int] = []
+    try:
+        for part in value.split(","):
+            if "-" in part.strip()[1:]:
+                lo, hi = part.strip().split("-", 1)
+                seeds.extend(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected seeds like 7, 0-3 or 1,5,9") from None
+    if any(s < 0 or s >= 2 ** 32 for s in seeds):
+        raise click.BadParameter("seeds must be in [0, 2^32)")
+    return seeds
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="stylenerf-edit")
+def main() -> None:
+    """Invert portraits into StyleNeRF, edit them, and render them from new viewpoints."""
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--key", type=click.Choice(["G_ema", "G"]), default="G_ema", show_default=True,
+              help="Which network of an official pickle to convert.")
+@_friendly_errors
+def convert(checkpoint: Path, out_dir: Path, key: str) -> None:
+    """Convert an official CHECKPOINT (.pkl, read without running its embedded code) to safetensors + JSON."""
+    from stylenerf_edit.generator import load_with_info, save_pretrained
+
+    G, info = load_with_info(checkpoint, key=key)
+    save_pretrained(G, out_dir, source={"file": Path(info.path).name, "file_sha256": info.file_sha256, "key": key})
+    click.echo(f"wrote {out_dir} ({info.config.img_resolution} px, {info.parameter_count:,} parameters, "
+               f"weights sha256 {info.weights_sha256[:16]}…)")
+
+
+@main.command()
+@click.argument("name", type=click.Choice(["ffhq_256", "ffhq_512", "ffhq_1024"]))
+@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Hugging Face cache directory (default: the hub's own).")
+@_friendly_errors
+def download(name: str, cache_dir: Path | None) -> None:
+    """Download an official FFHQ checkpoint from the Hugging Face hub (facebook/stylenerf-ffhq-config-basic)."""
+    from stylenerf_edit.generator.download import download as fetch
+
+    click.echo(str(fetch(name, cache_dir)))
+
+
+@main.command()
+@click.argument("network", type=str)
+@click.option("--key", type=click.Choice(["G_ema", "G"]), default="G_ema", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+@_friendly_errors
+def info(network: str, key: str, as_json: bool) -> None:
+    """Describe a generator: resolution, num_ws, parameter count, sha256, config."""
+    from stylenerf_edit.generator import describe
+
+    d = describe(network, key=key).to_dict()
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    for k in ("name", "path", "format", "img_resolution", "num_ws", "parameter_count", "file_sha256", "weights_sha256"):
+        click.echo(f"{k:16s} {d[k]:,}" if isinstance(d[k], int) else f"{k:16s} {d[k]}")
+    click.echo("config           " + json.dumps(d["config"]))
+
+
+@main.command()
+@click.option("--network", required=True, help="Official .pkl, converted directory, or model name.")
+@click.option("--seed", "seeds", required=True, callback=_parse_seeds, help="Seeds: 7, 0-3 or 1,5,9.")
+@click.option("--trunc", "truncation_psi", type=float, default=0.7, show_default=True, help="Truncation psi.")
+@click.option("--yaw", type=float, default=None, help="Degrees; + turns the camera to the subject's left.")
+@click.option("--pitch", type=float, default=None, help="Degrees; + raises the camera above the face.")
+@click.option("--sweep", is_flag=True, help="Render a yaw sweep: PNG strip, GIF and MP4.")
+@click.option("--frames", type=click.IntRange(2, 600), default=24, show_default=True, help="Frames of a sweep.")
+@click.option("--max-yaw", type=click.FloatRange(0, 89), default=30.0, show_default=True,
+              help="Sweep from -max-yaw to +max-yaw degrees.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("out"),
+              show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
+@_friendly_errors
+def render(network: str, seeds: list[int], truncation_psi: float, yaw: float | None, pitch: float | None,
+           sweep: bool, frames: int, max_yaw: float, out_dir: Path, device: str) -> None:
+    """Render seeds from a generator, at one viewpoint or as a yaw sweep."""
+    from stylenerf_edit.editing.views import render_seed
+    from stylenerf_edit.generator import load_generator, resolve_device
+
+    if sweep and yaw is not None:
+        raise click.UsageError("--sweep and --yaw are exclusive (a sweep sets the yaw)")
+    G = load_generator(network, device=resolve_device(device))
+    frontal = G.camera_prior.frontal()
+    camera = frontal.with_(yaw=frontal.yaw if yaw is None else yaw, pitch=frontal.pitch if pitch is None else pitch)
+    for seed in seeds:
+        result = render_seed(G, seed, out_dir, truncation_psi, camera=camera, sweep=sweep, sweep_frames=frames,
+                             max_yaw=max_yaw)
+        click.echo(" ".join(str(f) for f in result.files))
+
+
+if __name__ == "__main__":
+    main()

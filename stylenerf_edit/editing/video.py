@@ -1,0 +1,77 @@
+"""Images and videos out of generator tensors: uint8 conversion, PNG, GIF, MP4 and contact sheets.
+
+Every file is written to a temporary name in the target folder and renamed, so an interrupted run never
+leaves a truncated file under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[N, 3, H, W] in [-1, 1] -> [N, H, W, 3] uint8, as the official scripts convert (x * 127.5 + 128)."""
+    assert images.ndim == 4 and images.shape[1] == 3, f"expected [N, 3, H, W], got {tuple(images.shape)}"
+    x = (images.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _atomic_target(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.partial{path.suffix}")
+
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    """[H, W, 3] uint8 -> PNG file."""
+    path = Path(path)
+    tmp = _atomic_target(path)
+    Image.fromarray(image).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def contact_sheet(frames: Sequence[np.ndarray], columns: int | None = None) -> np.ndarray:
+    """Frames [H, W, 3] -> one image with ``columns`` frames per row (default: all in one row)."""
+    columns = columns or len(frames)
+    rows = -(-len(frames) // columns)
+    h, w, c = frames[0].shape
+    sheet = np.zeros((rows * h, columns * w, c), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        r, col = divmod(i, columns)
+        sheet[r * h:(r + 1) * h, col * w:(col + 1) * w] = frame
+    return sheet
+
+
+def pingpong(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Forward then backward without repeating the end frames: a seamless loop for a sweep."""
+    frames = list(frames)
+    return frames + frames[-2:0:-1]
+
+
+def write_gif(frames: Sequence[np.ndarray], path: str | Path, fps: float = 15.0) -> Path:
+    path = Path(path)
+    tmp = _atomic_target(path)
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    os.replace(tmp, path)
+    return path
+
+
+def write_mp4(frames: Sequence[np.ndarray], path: str | Path, fps: float = 30.0) -> Path:
+    """H.264 MP4 through the ffmpeg binary that imageio-ffmpeg ships (even sizes are padded by ffmpeg)."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    tmp = _atomic_target(path)
+    with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
+                            macro_block_size=1, ffmpeg_log_level="error") as writer:
+        for frame in frames:
+            writer.append_data(frame)
+    os.replace(tmp, path)
+    return path

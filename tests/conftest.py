@@ -1,0 +1,63 @@
+"""Shared test fixtures: the official parity fixtures and a generator built from their weights."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_FIXTURES = REPO.parent / "shared" / "reference" / "fixtures"
+
+
+def fixtures_dir() -> Path:
+    return Path(os.environ.get("STYLENERF_FIXTURES", DEFAULT_FIXTURES))
+
+
+def require_fixtures() -> Path:
+    """The fixtures directory; skipped when absent locally, a failure under CI (``CI`` set)."""
+    d = fixtures_dir()
+    if not (d / "g_state_fp16exact.npz").is_file():
+        message = f"official StyleNeRF fixtures not found in {d} (set STYLENERF_FIXTURES)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return d
+
+
+@pytest.fixture(scope="session")
+def fixture_dir() -> Path:
+    return require_fixtures()
+
+
+@pytest.fixture(scope="session")
+def official_state(fixture_dir: Path) -> dict[str, torch.Tensor]:
+    """The fixture generator's state dict, official names, float32 (values are float16-exact)."""
+    with np.load(fixture_dir / "g_state_fp16exact.npz") as z:
+        return {k: torch.from_numpy(z[k].astype(np.float32)) for k in z.files}
+
+
+@pytest.fixture(scope="session")
+def official_kwargs(fixture_dir: Path) -> dict:
+    return json.loads((fixture_dir / "g_init_kwargs.json").read_text())["init_kwargs"]
+
+
+@pytest.fixture(scope="session")
+def fixture_generator(official_kwargs: dict, official_state: dict):
+    from stylenerf_edit.generator import generator_from_official
+
+    return generator_from_official(official_kwargs, official_state)
+
+
+@pytest.fixture(scope="session")
+def fixture_pickle(tmp_path_factory: pytest.TempPathFactory, official_kwargs: dict, official_state: dict) -> Path:
+    """A synthetic official-format pickle (omegaconf kwargs) of the fixture weights; its embedded source raises."""
+    from official_pickle_writer import write_official_pickle
+
+    path = tmp_path_factory.mktemp("pkl") / "fixture_128.pkl"
+    write_official_pickle(path, official_kwargs, official_state, use_omegaconf=True)
+    return path

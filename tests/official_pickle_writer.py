@@ -1,0 +1,249 @@
+"""Test helper: writes synthetic checkpoints in the format of the official StyleNeRF ``.pkl`` files.
+
+The official files cannot be used in tests (hundreds of MB, and loading them officially executes code), so
+this helper reproduces their structure without any official code: persistent objects reduce to
+``torch_utils.persistence._reconstruct_persistent_obj(meta)``, numpy scalars to
+``numpy.core.multiarray.scalar``, tensors take torch's legacy per-storage route, and with
+``use_omegaconf=True`` the constructor arguments are omegaconf containers, as in released checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import pickle
+import re
+import sys
+import types
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+DEFAULT_MODULE_SRC = "raise SystemExit('embedded module source must never be executed')"
+
+_BUFFER_NAMES = frozenset({"alpha", "resample_filter", "w_avg"})
+_CONTAINERS = {"adapter": torch.nn.Sequential, "blocks": torch.nn.ModuleList}
+_CLASS_BY_NAME = {
+    "mapping": "MappingNetwork",
+    "synthesis": "NeRFSynthesisNetwork",
+    "fg_nerf": "NeRFBlock",
+    "bg_nerf": "NeRFBlock",
+    "fc_in": "Style2Layer",
+    "sigma_out": "ToRGBLayer",
+    "feat_out": "ToRGBLayer",
+    "torgb": "ToRGBLayer",
+    "to_rgb": "Conv2dLayer",
+    "conv0": "SynthesisLayer",
+    "conv1": "SynthesisLayer",
+    "affine": "FullyConnectedLayer",
+}
+_LAYERS_WITH_WEIGHT_GAIN = frozenset({"FullyConnectedLayer", "Conv2dLayer"})
+
+
+@dataclass
+class _Node:
+    """One module of the tree recovered from flat state-dict names."""
+
+    path: tuple[str, ...]
+    parameters: OrderedDict[str, torch.Tensor | _Reduces] = field(default_factory=OrderedDict)
+    buffers: OrderedDict[str, torch.Tensor | _Reduces] = field(default_factory=OrderedDict)
+    children: OrderedDict[str, _Node] = field(default_factory=OrderedDict)
+
+
+@dataclass
+class _StandIns:
+    """Functions importable under the official names while a checkpoint is being written."""
+
+    reconstruct_persistent_obj: Callable[..., Any]
+    numpy_scalar: Callable[..., Any]
+
+
+class _Reduces:
+    """Pickles as the call ``function(*args)``, whatever ``function`` is, then applies ``state`` if given."""
+
+    def __init__(self, function: Callable[..., Any], args: tuple, *state: Any) -> None:
+        self.function, self.args, self.state = function, args, state
+
+    def __reduce__(self) -> tuple:
+        return self.function, self.args, *self.state
+
+
+def _class_name(path: tuple[str, ...]) -> str:
+    """Official class of the module at ``path`` (spec b.1)."""
+    if not path:
+        return "Generator"
+    name, parent = path[-1], path[-2] if len(path) > 1 else ""
+    if parent == "blocks":
+        return "Style2Layer"
+    if parent == "adapter":
+        return "Conv2dLayer"
+    if name in _CLASS_BY_NAME:
+        return _CLASS_BY_NAME[name]
+    if re.fullmatch(r"b\d+", name):
+        return "SynthesisBlock"
+    if re.fullmatch(r"fc\d+", name):
+        return "FullyConnectedLayer"
+    raise ValueError(f"no official StyleNeRF class for module {'.'.join(path)!r}")
+
+
+def _module_tree(state_dict: Mapping[str, torch.Tensor | _Reduces]) -> _Node:
+    """Nest flat official names; insertion order reproduces ``state_dict()`` order on reading."""
+    root = _Node(())
+    for key, value in state_dict.items():
+        *path, leaf = key.split(".")
+        node = root
+        for name in path:
+            node = node.children.setdefault(name, _Node((*node.path, name)))
+        if isinstance(value, _Reduces):
+            (node.buffers if leaf in _BUFFER_NAMES else node.parameters)[leaf] = value
+        elif leaf in _BUFFER_NAMES:
+            node.buffers[leaf] = value.detach().clone().contiguous()
+        else:
+            node.parameters[leaf] = torch.nn.Parameter(value.detach().clone().contiguous(), requires_grad=False)
+    return root
+
+
+def _persistent(stand_ins: _StandIns, class_name: str, state: dict, module_src: str, version: int) -> _Reduces:
+    meta = {"type": "class", "version": version, "module_src": module_src, "class_name": class_name,
+            "state": state}
+    return _Reduces(stand_ins.reconstruct_persistent_obj, (meta,))
+
+
+def _numpy_scalar(stand_ins: _StandIns, value: np.generic) -> _Reduces:
+    return _Reduces(stand_ins.numpy_scalar, (value.dtype, value.tobytes()))
+
+
+def _module_state(**attributes: Any) -> dict:
+    """The ``__dict__`` a fresh ``nn.Module`` would pickle (hook dicts included), in eval mode."""
+    state = dict(torch.nn.Module().__dict__)
+    state.update(training=False, **attributes)
+    return state
+
+
+def _pickled_module(node: _Node, stand_ins: _StandIns, module_src: str, version: int,
+                    root_attributes: Mapping[str, Any]) -> Any:
+    """A persistent record, or a real torch container holding records, for ``node`` and its subtree."""
+    children = OrderedDict((name, _pickled_module(child, stand_ins, module_src, version, root_attributes))
+                           for name, child in node.children.items())
+    name = node.path[-1] if node.path else ""
+    if name in _CONTAINERS:
+        container = _CONTAINERS[name]()
+        container.training = False
+        container._modules.update(children)
+        return container
+    class_name = _class_name(node.path)
+    attributes: dict[str, Any] = {"_init_args": (), "_init_kwargs": {}}
+    if class_name in _LAYERS_WITH_WEIGHT_GAIN and "weight" in node.parameters:
+        fan_in = math.prod(node.parameters["weight"].shape[1:])
+        attributes["weight_gain"] = _numpy_scalar(stand_ins, np.float64(1.0 / math.sqrt(fan_in)))
+    if class_name == "NeRFSynthesisNetwork":
+        camera_state = {"camera_matrix": torch.eye(4).unsqueeze(0), "_init_args": (), "_init_kwargs": {}}
+        attributes["C"] = _persistent(stand_ins, "CameraRay", camera_state, module_src, version)
+    if not node.path:
+        attributes.update(root_attributes)
+    state = _module_state(_parameters=node.parameters, _buffers=node.buffers, _modules=children, **attributes)
+    return _persistent(stand_ins, class_name, state, module_src, version)
+
+
+@contextlib.contextmanager
+def _official_module_names() -> Iterator[_StandIns]:
+    """Make stand-in functions importable under the official module names, only while writing.
+
+    pickle stores a function by module and name and checks that the name resolves to the same object;
+    registering throw-away modules in ``sys.modules`` satisfies that without any official code.
+    """
+    persistence = types.ModuleType("torch_utils.persistence")
+    multiarray = types.ModuleType("numpy.core.multiarray")
+
+    def _reconstruct_persistent_obj(meta: dict) -> Any:
+        raise AssertionError("stand-in for writing only")
+
+    def scalar(dtype: np.dtype, raw: bytes) -> Any:
+        raise AssertionError("stand-in for writing only")
+
+    modules = {}
+    for module, function in ((persistence, _reconstruct_persistent_obj), (multiarray, scalar)):
+        function.__module__, function.__qualname__ = module.__name__, function.__name__
+        setattr(module, function.__name__, function)
+        modules[module.__name__] = module
+        parent = module.__name__.rpartition(".")[0]
+        while parent and parent not in sys.modules:  # pickle imports the parent packages first
+            modules[parent] = types.ModuleType(parent)
+            parent = parent.rpartition(".")[0]
+    replaced = {name: sys.modules.get(name) for name in modules}
+    sys.modules.update(modules)
+    try:
+        yield _StandIns(persistence._reconstruct_persistent_obj, multiarray.scalar)
+    finally:
+        for name, previous in replaced.items():
+            if previous is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = previous
+
+
+def write_official_pickle(
+    path: str | Path,
+    init_kwargs: dict,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    use_omegaconf: bool = False,
+    module_src: str = DEFAULT_MODULE_SRC,
+    extra_globals: Mapping[str, tuple] | None = None,
+    training_state_dict: Mapping[str, torch.Tensor] | None = None,
+    persistence_version: int = 6,
+) -> None:
+    """Write a synthetic official-format checkpoint (top level as spec d.1) to ``path``.
+
+    ``state_dict`` (official flat names) becomes ``G_ema``; ``training_state_dict`` becomes ``G``
+    (default: the same values). ``extra_globals`` injects what a safe reader must refuse: it maps names to
+    ``(function, args)`` or ``(function, args, state)`` calls pickled with ``function`` by reference; a
+    state-dict key replaces that tensor of ``G_ema``, any other name becomes an attribute of ``G_ema``.
+    ``persistence_version`` goes into every persistent record, to produce an unsupported persistence format.
+    """
+    def kwargs_object(kwargs: dict) -> Any:
+        kwargs = copy.deepcopy(kwargs)
+        if not use_omegaconf:
+            return kwargs
+        from omegaconf import OmegaConf
+
+        return OmegaConf.create(kwargs)
+
+    root_attributes: dict[str, Any] = {
+        name: init_kwargs[name] for name in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
+        if name in init_kwargs
+    }
+    root_attributes.update(encoder=None, _init_args=(), _init_kwargs=kwargs_object(init_kwargs))
+    injected = {name: _Reduces(*call) for name, call in (extra_globals or {}).items()}
+    ema_state = {**state_dict, **{name: call for name, call in injected.items() if name in state_dict}}
+    ema_attributes = {name: call for name, call in injected.items() if name not in state_dict}
+
+    with _official_module_names() as stand_ins:
+        def generator(weights: Mapping[str, torch.Tensor | _Reduces], extra: Mapping[str, Any]) -> _Reduces:
+            return _pickled_module(_module_tree(weights), stand_ins, module_src, persistence_version,
+                                   {**root_attributes, **extra})
+
+        discriminator_state = _module_state(
+            _parameters=OrderedDict(weight=torch.nn.Parameter(torch.linspace(-1.0, 1.0, 8).reshape(2, 4),
+                                                              requires_grad=False)),
+            _buffers=OrderedDict(), _modules=OrderedDict(), _init_args=(), _init_kwargs={"c_dim": 0},
+        )
+        snapshot = {
+            "training_set_kwargs": {
+                "class_name": "training.dataset.ImageFolderDataset", "path": "ffhq.zip",
+                "resolution": init_kwargs.get("img_resolution"), "use_labels": False, "max_size": 70000,
+                "xflip": True,
+            },
+            "G": generator(training_state_dict if training_state_dict is not None else state_dict, {}),
+            "D": _persistent(stand_ins, "Discriminator", discriminator_state, module_src, persistence_version),
+            "G_ema": generator(ema_state, ema_attributes),
+            "augment_pipe": None,
+        }
+        with Path(path).open("wb") as file:
+            pickle.dump(snapshot, file, protocol=4)
