@@ -14,6 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FIXTURES = REPO.parent / "shared" / "reference" / "fixtures"
 
 
+# Parity tests run on the CPU; STYLENERF_TEST_DEVICE=cuda repeats them on a GPU.
+DEVICE = torch.device(os.environ.get("STYLENERF_TEST_DEVICE", "cpu"))
+
+
 def fixtures_dir() -> Path:
     return Path(os.environ.get("STYLENERF_FIXTURES", DEFAULT_FIXTURES))
 
@@ -50,7 +54,7 @@ def official_kwargs(fixture_dir: Path) -> dict:
 def fixture_generator(official_kwargs: dict, official_state: dict):
     from stylenerf_edit.generator import generator_from_official
 
-    return generator_from_official(official_kwargs, official_state)
+    return generator_from_official(official_kwargs, official_state).to(DEVICE)
 
 
 @pytest.fixture(scope="session")
