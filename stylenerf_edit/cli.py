@@ -104,7 +104,8 @@ def info(network: str, key: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--network", required=True, help="Official .pkl, converted directory, or model name.")
+@click.option("--network", default="bundled:heads", show_default=True,
+              help="Official .pkl, converted directory, or model name (bundled:heads, ffhq_256, …).")
 @click.option("--seed", "seeds", required=True, callback=_parse_seeds, help="Seeds: 7, 0-3 or 1,5,9.")
 @click.option("--trunc", "truncation_psi", type=float, default=0.7, show_default=True, help="Truncation psi.")
 @click.option("--yaw", type=float, default=None, help="Degrees; + turns the camera to the subject's left.")
@@ -132,6 +133,21 @@ def render(network: str, seeds: list[int], truncation_psi: float, yaw: float | N
         result = render_seed(G, seed, out_dir, truncation_psi, camera=camera, sweep=sweep, sweep_frames=frames,
                              max_yaw=max_yaw)
         click.echo(" ".join(str(f) for f in result.files))
+
+
+@main.command()
+@click.option("--n", "n", type=click.IntRange(1, 10_000_000), required=True, help="How many photos.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option("--res", "resolution", type=click.IntRange(8, 2048), default=256, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2 ** 31 - 1), default=0, show_default=True)
+@click.option("--depth", is_flag=True, help="Also write camera-depth maps (NNNNNN_depth.npy).")
+@_friendly_errors
+def synth(n: int, out_dir: Path, resolution: int, seed: int, depth: bool) -> None:
+    """Write procedural head "photos" (NNNNNN.png) with their ground truth (NNNNNN.json)."""
+    from stylenerf_edit.synthetic.dataset import synthesize
+
+    synthesize(n, out_dir, resolution=resolution, seed=seed, depth=depth)
+    click.echo(f"wrote {n} photos with ground truth to {out_dir}")
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ class CameraPrior:
         return torch.stack([(yaw - self.range_u[0]) / (self.range_u[1] - self.range_u[0]),
                             (polar - self.range_v[0]) / (self.range_v[1] - self.range_v[0])], 1)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> list["Camera"]:
+    def sample(self, n: int, generator: torch.Generator) -> list["Camera"]:
         """Draw ``n`` cameras from the training prior (Gaussian or uniform) with an explicit RNG."""
         if self.gaussian:
             draws = torch.randn(n, 2, generator=generator, dtype=torch.float64)

@@ -270,23 +270,40 @@ def _read_pickle(path: Path, key: str) -> tuple[Generator, dict[str, Any]]:
     return G, {"official_key": key, "module_src_sha256": net.module_src_sha256}
 
 
+BUNDLED_PREFIX = "bundled:"
+DEFAULT_NETWORK = "bundled:heads"
+
+
+def bundled_models() -> dict[str, Path]:
+    """Models shipped inside the package: ``bundled:<name>`` -> directory (see synthetic/MODEL_CARD.md)."""
+    root = Path(__file__).resolve().parents[1] / "synthetic" / "bundled"
+    return {f"{BUNDLED_PREFIX}{d.name}": d for d in sorted(root.iterdir()) if (d / CONFIG_NAME).is_file()} \
+        if root.is_dir() else {}
+
+
 def resolve_network(network: str | Path) -> Path:
-    """A path, or the name of a downloaded official model (``ffhq_256`` ...), -> an existing path."""
+    """A path, a bundled model (``bundled:heads``) or a downloaded official model (``ffhq_256``) -> a path."""
+    name = str(network)
+    if name.startswith(BUNDLED_PREFIX):
+        bundled = bundled_models()
+        if name not in bundled:
+            raise CheckpointError(f"{name}: no such bundled model (available: {', '.join(bundled) or 'none'})")
+        return bundled[name]
     path = Path(network).expanduser()
     if path.exists():
         return path
-    name = str(network)
     if name in MODELS:
         found = find_downloaded(name)
         if found is None:
             raise CheckpointError(f"{name} is not downloaded: run `stylenerf-edit download {name}`, or place "
                                   f"a manually downloaded {MODELS[name]} at {models_dir() / MODELS[name]}")
         return found
+    known = ", ".join([*bundled_models(), *MODELS])
     raise CheckpointError(f"{network}: no such file or directory, and not a known model name "
-                          f"({', '.join(MODELS)}); pass a .pkl, a converted directory, or a model name")
+                          f"({known}); pass a .pkl, a converted directory, or a model name")
 
 
-def load_with_info(network: str | Path, device: str | torch.device = "cpu", key: str = "G_ema") -> tuple[Generator, GeneratorInfo]:
+def load_with_info(network: str | Path = DEFAULT_NETWORK, device: str | torch.device = "cpu", key: str = "G_ema") -> tuple[Generator, GeneratorInfo]:
     """Load a generator and describe it (see :func:`load_generator`)."""
     path = resolve_network(network)
     if path.is_dir():
@@ -302,25 +319,27 @@ def load_with_info(network: str | Path, device: str | torch.device = "cpu", key:
         G, extra = _read_pickle(path, key)
         fmt, hashed = "official-pickle", path
     state = G.state_dict()
-    info = GeneratorInfo(name=str(network) if not Path(str(network)).exists() else path.name, path=str(path),
+    named = str(network).startswith(BUNDLED_PREFIX) or not Path(str(network)).exists()
+    info = GeneratorInfo(name=str(network) if named else path.name, path=str(path),
                          format=fmt, file_sha256=file_sha256(hashed), weights_sha256=weights_sha256(state),
                          config=G.cfg, parameter_count=sum(p.numel() for p in G.parameters()), extra=extra)
     return G.to(device), info
 
 
-def load_generator(network: str | Path, device: str | torch.device = "cpu", key: str = "G_ema") -> Generator:
+def load_generator(network: str | Path = DEFAULT_NETWORK, device: str | torch.device = "cpu", key: str = "G_ema") -> Generator:
     """Load a generator in eval mode with gradients off for its weights.
 
     Args:
         network: an official ``.pkl`` (read safely, no embedded code runs), a directory written by
-            :func:`save_pretrained`, its ``model.safetensors``, or a downloaded model name (``ffhq_256``).
+            :func:`save_pretrained`, its ``model.safetensors``, a bundled model (``bundled:heads``, the
+            default) or a downloaded model name (``ffhq_256``).
         device: where to put it.
         key: which network of an official pickle: ``G_ema`` (the one every official app uses) or ``G``.
     """
     return load_with_info(network, device, key)[0]
 
 
-def describe(network: str | Path, key: str = "G_ema") -> GeneratorInfo:
+def describe(network: str | Path = DEFAULT_NETWORK, key: str = "G_ema") -> GeneratorInfo:
     return load_with_info(network, "cpu", key)[1]
 
 

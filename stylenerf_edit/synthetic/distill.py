@@ -1,0 +1,187 @@
+"""Train the bundled model: a small StyleNeRF distilled from the procedural head world.
+
+``G(z, camera, bg_code)`` is trained to reproduce ``render_heads(head_params_from_z(z), camera,
+background_from_code(bg_code))``: a supervised regression with exact targets, rendered on the fly at
+cameras drawn from the StyleNeRF pose prior. Besides the image, the NeRF's own low-resolution RGB and its
+opacity are supervised by the (pooled) target image and coverage mask, which teaches the radiance field
+the true geometry early and keeps the model view-consistent.
+
+    python -m stylenerf_edit.synthetic.distill --out runs/heads --steps 16000 --minutes 110
+    python -m stylenerf_edit.synthetic.distill --out runs/heads --export stylenerf_edit/synthetic/bundled/heads
+
+The run is resumable (``--out`` holds ``checkpoint.pt``, rewritten every few minutes, and ``log.csv``)
+and seeded; ``--export`` writes the final weights in the native format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from stylenerf_edit.generator.camera import CameraPrior, stack_cameras
+from stylenerf_edit.generator.checkpoint import save_pretrained
+from stylenerf_edit.generator.network import Generator, GeneratorConfig
+
+from .params import background_from_code, head_params_from_z
+from .renderer import render_heads
+
+
+def bundled_config() -> GeneratorConfig:
+    """The bundled model: the FFHQ architecture family at 64 px with smaller widths; z and w stay 512-d."""
+    return GeneratorConfig(img_resolution=64, mapping_layers=4, nerf_resolution=32, feature_dim=64, fg_hidden=64,
+                           fg_layers=4, fg_freqs=8, bg_hidden=32, bg_layers=2, bg_freqs=4, n_ray_samples=12,
+                           block_channels=[64])
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    batch: int = 8
+    lr: float = 1e-3
+    mapping_lr: float = 3e-4
+    minutes: float = 110.0          # wall-clock budget (a safety stop when ``steps`` is set)
+    steps: int = 0                  # step budget; 0: the schedule follows the wall-clock budget instead
+    lowres_weight: float = 0.5      # NeRF RGB at 32 px vs the pooled target
+    mask_weight: float = 0.5        # NeRF opacity vs the pooled coverage mask
+    clip: float = 1.0
+    checkpoint_minutes: float = 3.0
+    threads: int = 2
+
+
+def sample_batch(G: Generator, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Latents, background codes and prior cameras with their exact target renders."""
+    z = torch.randn(n, G.cfg.z_dim, generator=gen)
+    code = G.sample_bg_code(n, gen)
+    world, intr = stack_cameras(G.camera_prior.sample(n, gen))
+    target = render_heads(head_params_from_z(z), world, intr, G.cfg.img_resolution, background_from_code(code))
+    return {"z": z, "code": code, "world": world, "intr": intr, "img": target.image, "mask": target.mask}
+
+
+def losses(G: Generator, batch: dict[str, torch.Tensor], tc: TrainConfig) -> dict[str, torch.Tensor]:
+    ws = G.mapping(batch["z"])
+    out = G.synthesis(ws, batch["world"], batch["intr"], batch["code"])
+    err = out.img - batch["img"]
+    image = err.abs().mean() + 0.5 * err.square().mean()
+    r = G.cfg.nerf_resolution
+    pool = G.cfg.img_resolution // r
+    low_target = F.avg_pool2d(batch["img"], pool)
+    low = (out.rgb_lr - low_target).abs().mean()
+    opacity = (1 - out.rays.bg_lambda).reshape(-1, 1, r, r)
+    mask = (opacity - F.avg_pool2d(batch["mask"], pool)).abs().mean()
+    total = image + tc.lowres_weight * low + tc.mask_weight * mask
+    with torch.no_grad():
+        psnr = -10 * torch.log10(((out.img - batch["img"]).clamp(-2, 2) / 2).square().mean(dim=(1, 2, 3))).mean()
+    return {"total": total, "image": image, "lowres": low, "mask": mask, "psnr": psnr}
+
+
+def lr_factor(progress: float) -> float:
+    """Linear warm-up over the first 2 %, flat, then a cosine tail over the last 30 % of the budget."""
+    if progress < 0.02:
+        return progress / 0.02
+    if progress < 0.7:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - 0.7) / 0.3)))
+
+
+def train(out_dir: Path, tc: TrainConfig) -> Generator:
+    torch.set_num_threads(tc.threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / "checkpoint.pt"
+    torch.manual_seed(tc.seed)  # only the weight initialisation uses the global RNG
+    G = Generator(bundled_config()).train()
+    mapping_params = list(G.mapping.parameters())
+    other = [p for n, p in G.named_parameters() if not n.startswith("mapping.")]
+    opt = torch.optim.Adam([{"params": other, "lr": tc.lr}, {"params": mapping_params, "lr": tc.mapping_lr}],
+                           betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(tc.seed + 1)
+    step, elapsed = 0, 0.0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=False)
+        G.load_state_dict(state["G"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["rng"])
+        step, elapsed = state["step"], state["elapsed"]
+        print(f"resumed at step {step} ({elapsed / 60:.1f} min)")
+    log_new = not (out_dir / "log.csv").exists()
+    log_file = open(out_dir / "log.csv", "a", newline="")
+    log = csv.writer(log_file)
+    if log_new:
+        log.writerow(["step", "minutes", "lr", "total", "image", "lowres", "mask", "psnr"])
+    budget = tc.minutes * 60
+
+    def progress() -> float:
+        # A step budget makes the schedule immune to other load on the machine; time is the fallback.
+        return step / tc.steps if tc.steps else elapsed / budget
+
+    last_ckpt = time.time()
+    bar = tqdm(total=tc.steps or int(budget), initial=step if tc.steps else int(elapsed),
+               unit="step" if tc.steps else "s", desc="distilling", dynamic_ncols=True)
+    running = {}
+    while progress() < 1 and elapsed < budget:
+        t0 = time.time()
+        factor = lr_factor(progress())
+        opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = tc.lr * factor, tc.mapping_lr * factor
+        batch = sample_batch(G, tc.batch, gen)
+        terms = losses(G, batch, tc)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_norm_(G.parameters(), tc.clip)
+        opt.step()
+        step += 1
+        dt = time.time() - t0
+        elapsed += dt
+        bar.update((step if tc.steps else int(elapsed)) - bar.n)
+        for k, v in terms.items():
+            running[k] = 0.98 * running.get(k, float(v)) + 0.02 * float(v)
+        bar.set_postfix(step=step, psnr=f"{running['psnr']:.2f}", loss=f"{running['total']:.4f}")
+        if step % 50 == 0:
+            log.writerow([step, f"{elapsed / 60:.2f}", f"{tc.lr * factor:.2e}"] + [f"{running[k]:.5f}" for k in
+                                                                                 ("total", "image", "lowres", "mask", "psnr")])
+            log_file.flush()
+        if time.time() - last_ckpt > tc.checkpoint_minutes * 60 or progress() >= 1 or elapsed >= budget:
+            tmp = ckpt_path.with_suffix(".tmp")
+            torch.save({"G": G.state_dict(), "opt": opt.state_dict(), "rng": gen.get_state(), "step": step,
+                        "elapsed": elapsed, "train_config": asdict(tc)}, tmp)
+            tmp.replace(ckpt_path)
+            last_ckpt = time.time()
+    bar.close()
+    log_file.close()
+    return G.eval()
+
+
+def export(out_dir: Path, target: Path) -> Path:
+    state = torch.load(out_dir / "checkpoint.pt", weights_only=False)
+    G = Generator(bundled_config())
+    G.load_state_dict(state["G"])
+    with torch.no_grad():  # truncation centre: the mean w of the final mapping network
+        z = torch.randn(20000, G.cfg.z_dim, generator=torch.Generator().manual_seed(123))
+        G.mapping.w_avg.copy_(G.mapping(z)[:, 0].mean(0))
+    return save_pretrained(G.eval(), target, source={"trained_by": "stylenerf_edit.synthetic.distill",
+                                                    "steps": state["step"], "minutes": round(state["elapsed"] / 60, 1),
+                                                    "train_config": state["train_config"]})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="run directory (checkpoint.pt, log.csv)")
+    parser.add_argument("--export", type=Path, default=None, help="write the trained model here and exit")
+    for field, value in asdict(TrainConfig()).items():
+        parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
+    args = parser.parse_args()
+    if args.export:
+        print(export(args.out, args.export))
+        return
+    tc = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})
+    train(args.out, tc)
+
+
+if __name__ == "__main__":
+    main()
