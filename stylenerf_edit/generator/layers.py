@@ -22,6 +22,44 @@ def lrelu_gain(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, LRELU_SLOPE) * SQRT2
 
 
+class _LreluClampInplace(torch.autograd.Function):
+    """``x <- clamp(lrelu(x) * gain, -clamp, clamp)`` in place, with a backward that reads only the output.
+
+    The output has the sign of the input and sits at +-clamp exactly where the input was clamped, so (as
+    in the official bias_act plugin) nothing else is kept for the backward. On the large upsampler maps
+    this saves several full-size temporaries per layer in both passes.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, gain: float, clamp: float | None) -> torch.Tensor:
+        F.leaky_relu_(x, LRELU_SLOPE)
+        x.mul_(gain)
+        if clamp is not None:
+            x.clamp_(-clamp, clamp)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        ctx.gain, ctx.clamp = gain, clamp
+        return x
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (y,) = ctx.saved_tensors
+        grad = torch.ops.aten.leaky_relu_backward(grad, y, LRELU_SLOPE, True).mul_(ctx.gain)
+        if ctx.clamp is not None:
+            # Zero where |y| == clamp; written into ``grad`` itself to avoid one more full-size tensor.
+            torch.ops.aten.hardtanh_backward.grad_input(grad, y, -ctx.clamp, ctx.clamp, grad_input=grad)
+        return grad, None, None
+
+
+def lrelu_clamp_(x: torch.Tensor, gain: float = SQRT2, clamp: float | None = None) -> torch.Tensor:
+    """In place ``clamp(lrelu(x) * gain, -clamp, clamp)`` of a fresh tensor (not a view), any shape.
+
+    First-order gradients only. An in-place op on a view would make autograd copy the whole gradient.
+    """
+    return _LreluClampInplace.apply(x, gain, clamp)
+
+
 def bias_act(x: torch.Tensor, bias: torch.Tensor | None, activation: str, clamp: float | None = None,
              channel_dim: int = 1) -> torch.Tensor:
     """``clamp(act(x + b) * gain, -clamp, clamp)`` with gain sqrt(2) for lrelu and 1 for linear."""
@@ -118,7 +156,7 @@ class StyledPointLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
         """x [B, P, I], weight_t [B, I, O] from :meth:`modulated_weight` -> [B, P, O]."""
-        return lrelu_gain(torch.baddbmm(self.bias, x, weight_t))
+        return lrelu_clamp_(torch.baddbmm(self.bias, x, weight_t), SQRT2)
 
 
 class StyledPointHead(nn.Module):

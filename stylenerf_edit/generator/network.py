@@ -179,7 +179,7 @@ class SynthesisNetwork(nn.Module):
                 x, img = getattr(self, name)(x, img, block_ws)
             if keep_blocks:
                 out.block_outputs[name] = (x, img)
-        out.img = img.float()
+        out.img = img.float().contiguous()   # the blocks keep their outputs channels-last
         return out
 
 

@@ -140,8 +140,12 @@ class VolumeRenderer(nn.Module):
             hidden, sigma = fg.trunk(points.reshape(B, -1, 3), styles)
             return hidden.reshape(B, N, tau.shape[-1], -1), sigma.reshape(B, N, -1)
 
+        # The last coarse sample closes every ray (also after merging: the fine samples lie before it).
+        # Its interval is 0, so its alpha and weight are 0 whatever the field returns there: it is not
+        # evaluated, and any finite density stands in.
         tau = torch.linspace(0.0, 1.0, S, dtype=directions.dtype, device=directions.device).expand(B, N, S)
-        hidden, sigma = evaluate(tau)
+        hidden, sigma = evaluate(tau[..., :-1])
+        sigma = torch.cat([sigma, torch.zeros_like(sigma[..., :1])], dim=-1)
         depth = self.depth(tau)
         weights, transmittance = alpha_composite_weights(sigma, foreground_deltas(depth, ray_length))
 
@@ -153,11 +157,16 @@ class VolumeRenderer(nn.Module):
             tau, order = torch.sort(torch.cat([tau_fine, tau], dim=-1), dim=-1)
             depth = torch.cat([self.depth(tau_fine), depth], dim=-1).gather(-1, order)
             sigma = torch.cat([sigma_fine, sigma], dim=-1).gather(-1, order)
-            hidden = torch.cat([hidden_fine, hidden], dim=2).gather(
-                2, order[..., None].expand(-1, -1, -1, hidden.shape[-1]))
             weights, transmittance = alpha_composite_weights(sigma, foreground_deltas(depth, ray_length))
+            # The weighted sum does not depend on the order: take each sample's weight back to the
+            # (fine, coarse) order instead of sorting the much larger hidden features.
+            unsorted = weights.gather(-1, torch.argsort(order, dim=-1))
+            fg_hidden = ((unsorted[..., :S, None] * hidden_fine).sum(2)
+                         + (unsorted[..., S:-1, None] * hidden).sum(2))
+        else:
+            fg_hidden = (weights[..., :-1, None] * hidden).sum(2)
 
-        fg_features = fg.head((weights[..., None] * hidden).sum(2), weights.sum(-1, keepdim=True), styles)
+        fg_features = fg.head(fg_hidden, weights.sum(-1, keepdim=True), styles)
 
         # Background: samples uniform in the (negated) inverse radius, nearest first; the last one is
         # opaque so the background weights sum to one.
