@@ -208,11 +208,11 @@ class Generator(nn.Module):
     def device(self) -> torch.device:
         return self.mapping.w_avg.device
 
-    def sample_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_z(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """[n, z_dim] standard normal latents."""
         return torch.randn(n, self.cfg.z_dim, generator=generator).to(self.device)
 
-    def sample_bg_code(self, n: int, generator: torch.Generator | None = None, scale: float = 0.65) -> torch.Tensor:
+    def sample_bg_code(self, n: int, generator: torch.Generator, scale: float = 0.65) -> torch.Tensor:
         """[n, bg_code_dim] background codes ~ N(0, scale^2); 0.65 is the official scripts' temperature."""
         return (torch.randn(n, self.cfg.bg_code_dim, generator=generator) * scale).to(self.device)
 
