@@ -112,3 +112,17 @@ def test_synth_cli_bad_arguments(tmp_path: Path) -> None:
     blocker.write_text("x")
     result = CliRunner().invoke(main, ["synth", "--n", "1", "--out", str(blocker)])
     assert result.exit_code == 2 and "file" in result.output
+
+
+def test_shipped_demo_photos_match_their_ground_truth() -> None:
+    from stylenerf_edit.synthetic.dataset import demo_photos
+
+    photos = demo_photos()
+    assert len(photos) == 4
+    for photo in photos:
+        gt = json.loads(photo.with_suffix(".json").read_text())
+        z, code, cam = sample_latents(gt["seed"], gt["index"])
+        again = render_heads(head_params_from_z(z[None]), *stack_cameras([cam]), gt["resolution"],
+                             background_from_code(code[None]))
+        ours = ((again.image[0].permute(1, 2, 0) * 127.5 + 128).clamp(0, 255)).to(torch.uint8).numpy()
+        assert np.abs(ours.astype(int) - np.asarray(Image.open(photo))).max() <= 1

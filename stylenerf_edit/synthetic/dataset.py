@@ -85,3 +85,8 @@ def synthesize(n: int, out_dir: str | Path, resolution: int = 256, seed: int = 0
             samples.append(sample)
     return samples
 
+
+
+def demo_photos() -> list[Path]:
+    """The procedural photos shipped with the package (``stylenerf-edit synth --n 4 --res 256 --seed 2026``)."""
+    return sorted((Path(__file__).resolve().parent / "samples").glob("*.png"))
