@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from stylenerf_edit.cli import main
+from stylenerf_edit.editing.video import to_uint8
 from stylenerf_edit.generator.camera import Camera, stack_cameras
 from stylenerf_edit.synthetic.dataset import sample_latents
 from stylenerf_edit.synthetic.params import PARAM_RANGES, HeadParams, background_from_code, head_params_from_z
@@ -97,7 +98,7 @@ def test_synth_cli_writes_images_and_ground_truth(tmp_path: Path) -> None:
         z, code, cam = sample_latents(5, i)
         assert cam.yaw == pytest.approx(gt["camera"]["yaw"])
         again = render_heads(head_params_from_z(z[None]), *stack_cameras([cam]), 48, background_from_code(code[None]))
-        ours = ((again.image[0].permute(1, 2, 0) * 127.5 + 128).clamp(0, 255)).to(torch.uint8).numpy()
+        ours = to_uint8(again.image)[0]
         assert np.abs(ours.astype(int) - img).max() <= 1
     # sample i is the same whatever n is
     CliRunner().invoke(main, ["synth", "--n", "1", "--out", str(tmp_path / "one"), "--res", "48", "--seed", "5"])
@@ -124,5 +125,5 @@ def test_shipped_demo_photos_match_their_ground_truth() -> None:
         z, code, cam = sample_latents(gt["seed"], gt["index"])
         again = render_heads(head_params_from_z(z[None]), *stack_cameras([cam]), gt["resolution"],
                              background_from_code(code[None]))
-        ours = ((again.image[0].permute(1, 2, 0) * 127.5 + 128).clamp(0, 255)).to(torch.uint8).numpy()
+        ours = to_uint8(again.image)[0]
         assert np.abs(ours.astype(int) - np.asarray(Image.open(photo))).max() <= 1

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from stylenerf_edit.generator.camera import CameraPrior, stack_cameras
 from stylenerf_edit.generator.checkpoint import save_pretrained
 from stylenerf_edit.generator.network import Generator, GeneratorConfig
+from stylenerf_edit.metrics import psnr
 
 from .params import background_from_code, head_params_from_z
 from .renderer import render_heads
@@ -80,8 +81,8 @@ def losses(G: Generator, batch: dict[str, torch.Tensor], tc: TrainConfig) -> dic
     mask = (opacity - F.avg_pool2d(batch["mask"], pool)).abs().mean()
     total = image + tc.lowres_weight * low + tc.mask_weight * mask
     with torch.no_grad():
-        psnr = -10 * torch.log10(((out.img - batch["img"]).clamp(-2, 2) / 2).square().mean(dim=(1, 2, 3))).mean()
-    return {"total": total, "image": image, "lowres": low, "mask": mask, "psnr": psnr}
+        quality = psnr(out.img, batch["img"]).mean()
+    return {"total": total, "image": image, "lowres": low, "mask": mask, "psnr": quality}
 
 
 def lr_factor(progress: float) -> float:
