@@ -7,7 +7,13 @@ opacity are supervised by the (pooled) target image and coverage mask, which tea
 the true geometry early and keeps the model view-consistent.
 
     python -m stylenerf_edit.synthetic.distill --out runs/heads --steps 16000 --minutes 110
-    python -m stylenerf_edit.synthetic.distill --out runs/heads --export stylenerf_edit/synthetic/bundled/heads
+    python -m stylenerf_edit.synthetic.distill --out runs/heads2 --init runs/heads/checkpoint.pt --steps 9000
+    python -m stylenerf_edit.synthetic.distill --out runs/heads2 --export stylenerf_edit/synthetic/bundled/heads
+
+A linear probe (discarded after training) reads the ten head coordinates of the normalised z back out of w.
+Its loss makes W encode every attribute linearly, as InterFaceGAN's linear SVMs assume; without it the
+mapping network, at StyleGAN's 0.01 learning-rate multiplier, passes the small-image attributes (smile,
+glasses, eye size) to w only weakly and the synthesis renders an average face for them.
 
 The run is resumable (``--out`` holds ``checkpoint.pt``, rewritten every few minutes, and ``log.csv``)
 and seeded; ``--export`` writes the final weights in the native format.
@@ -31,7 +37,9 @@ from stylenerf_edit.generator.checkpoint import save_pretrained
 from stylenerf_edit.generator.network import Generator, GeneratorConfig
 from stylenerf_edit.metrics import psnr
 
-from .params import background_from_code, head_params_from_z
+from stylenerf_edit.generator.mapping import normalize_2nd_moment
+
+from .params import NUM_HEAD_PARAMS, background_from_code, head_params_from_z
 from .renderer import render_heads
 
 
@@ -54,6 +62,9 @@ class TrainConfig:
     steps: int = 0                  # step budget; 0: the schedule follows the wall-clock budget instead
     lowres_weight: float = 0.5      # NeRF RGB at 32 px vs the pooled target
     mask_weight: float = 0.5        # NeRF opacity vs the pooled coverage mask
+    face_weight: float = 0.0        # extra image-loss weight on head pixels (small features: eyes, glasses rims)
+    probe_weight: float = 0.0       # linear readout of the head coordinates of z from w
+    init: str = ""                  # start from this run's checkpoint.pt weights (fresh optimizer and schedule)
     clip: float = 1.0
     checkpoint_minutes: float = 3.0
     threads: int = 2
@@ -68,21 +79,28 @@ def sample_batch(G: Generator, n: int, gen: torch.Generator) -> dict[str, torch.
     return {"z": z, "code": code, "world": world, "intr": intr, "img": target.image, "mask": target.mask}
 
 
-def losses(G: Generator, batch: dict[str, torch.Tensor], tc: TrainConfig) -> dict[str, torch.Tensor]:
+def losses(G: Generator, probe: torch.nn.Linear, batch: dict[str, torch.Tensor],
+           tc: TrainConfig) -> dict[str, torch.Tensor]:
     ws = G.mapping(batch["z"])
     out = G.synthesis(ws, batch["world"], batch["intr"], batch["code"])
     err = out.img - batch["img"]
-    image = err.abs().mean() + 0.5 * err.square().mean()
+    weight = 1 + tc.face_weight * batch["mask"]
+    image = ((err.abs() + 0.5 * err.square()) * weight).mean() / weight.mean()
+    head_coords = normalize_2nd_moment(batch["z"])[:, :NUM_HEAD_PARAMS]
+    readout = (probe(ws[:, 0]) - head_coords).square().mean()
     r = G.cfg.nerf_resolution
     pool = G.cfg.img_resolution // r
     low_target = F.avg_pool2d(batch["img"], pool)
     low = (out.rgb_lr - low_target).abs().mean()
     opacity = (1 - out.rays.bg_lambda).reshape(-1, 1, r, r)
     mask = (opacity - F.avg_pool2d(batch["mask"], pool)).abs().mean()
-    total = image + tc.lowres_weight * low + tc.mask_weight * mask
+    total = image + tc.lowres_weight * low + tc.mask_weight * mask + tc.probe_weight * readout
     with torch.no_grad():
         quality = psnr(out.img, batch["img"]).mean()
-    return {"total": total, "image": image, "lowres": low, "mask": mask, "psnr": quality}
+    return {"total": total, "image": image, "lowres": low, "mask": mask, "readout": readout, "psnr": quality}
+
+
+LOGGED = ("total", "image", "lowres", "mask", "readout", "psnr")
 
 
 def lr_factor(progress: float) -> float:
@@ -95,31 +113,18 @@ def lr_factor(progress: float) -> float:
 
 
 def _param_names(G: Generator) -> list[str]:
-    """Parameter names in optimizer order: synthesis parameters, then the mapping's."""
+    """Parameter names in optimizer order: synthesis, mapping, then the probe's."""
     names = [n for n, _ in G.named_parameters()]
-    return [n for n in names if not n.startswith("mapping.")] + [n for n in names if n.startswith("mapping.")]
+    return ([n for n in names if not n.startswith("mapping.")] + [n for n in names if n.startswith("mapping.")]
+            + ["probe.weight", "probe.bias"])
 
 
 def _reorder_optimizer_state(state: dict, G: Generator) -> dict:
-    """The saved optimizer state re-indexed for the current parameter order.
-
-    Optimizer state is stored by position; a change in module creation order must not scramble it. Matched by
-    name when the checkpoint lists them, otherwise by shape in order (older checkpoints).
-    """
+    """The saved optimizer state re-indexed by parameter name: optimizer state is stored by position, and a
+    change in module creation order must not scramble it."""
     opt_state = state["opt"]
-    params = dict(G.named_parameters())
-    new_names = _param_names(G)
-    if "param_names" in state:
-        old_index = {name: i for i, name in enumerate(state["param_names"])}
-        mapping = [old_index[n] for n in new_names]
-    else:
-        old_shapes = [tuple(opt_state["state"][i]["exp_avg"].shape) for i in range(len(new_names))]
-        used: set[int] = set()
-        mapping = []
-        for n in new_names:
-            i = next(i for i, shp in enumerate(old_shapes) if i not in used and shp == tuple(params[n].shape))
-            used.add(i)
-            mapping.append(i)
+    old_index = {name: i for i, name in enumerate(state["param_names"])}
+    mapping = [old_index[n] for n in _param_names(G)]
     reordered = {new: opt_state["state"][old] for new, old in enumerate(mapping) if old in opt_state["state"]}
     return {"state": reordered, "param_groups": opt_state["param_groups"]}
 
@@ -130,15 +135,19 @@ def train(out_dir: Path, tc: TrainConfig) -> Generator:
     ckpt_path = out_dir / "checkpoint.pt"
     torch.manual_seed(tc.seed)  # only the weight initialisation uses the global RNG
     G = Generator(bundled_config()).train()
+    probe = torch.nn.Linear(G.cfg.w_dim, NUM_HEAD_PARAMS)
+    if tc.init and not ckpt_path.exists():
+        G.load_state_dict(torch.load(tc.init, weights_only=False)["G"])
     mapping_params = list(G.mapping.parameters())
     other = [p for n, p in G.named_parameters() if not n.startswith("mapping.")]
-    opt = torch.optim.Adam([{"params": other, "lr": tc.lr}, {"params": mapping_params, "lr": tc.mapping_lr}],
-                           betas=(0.9, 0.99))
+    opt = torch.optim.Adam([{"params": other, "lr": tc.lr}, {"params": mapping_params, "lr": tc.mapping_lr},
+                            {"params": list(probe.parameters()), "lr": tc.lr}], betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(tc.seed + 1)
     step, elapsed = 0, 0.0
     if ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=False)
         G.load_state_dict(state["G"])
+        probe.load_state_dict(state["probe"])
         opt.load_state_dict(_reorder_optimizer_state(state, G))
         gen.set_state(state["rng"])
         step, elapsed = state["step"], state["elapsed"]
@@ -147,7 +156,7 @@ def train(out_dir: Path, tc: TrainConfig) -> Generator:
     log_file = open(out_dir / "log.csv", "a", newline="")
     log = csv.writer(log_file)
     if log_new:
-        log.writerow(["step", "minutes", "lr", "total", "image", "lowres", "mask", "psnr"])
+        log.writerow(["step", "minutes", "lr"] + list(LOGGED))
     budget = tc.minutes * 60
 
     def progress() -> float:
@@ -161,9 +170,10 @@ def train(out_dir: Path, tc: TrainConfig) -> Generator:
     while progress() < 1 and elapsed < budget:
         t0 = time.time()
         factor = lr_factor(progress())
-        opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = tc.lr * factor, tc.mapping_lr * factor
+        for group, base in zip(opt.param_groups, (tc.lr, tc.mapping_lr, tc.lr)):
+            group["lr"] = base * factor
         batch = sample_batch(G, tc.batch, gen)
-        terms = losses(G, batch, tc)
+        terms = losses(G, probe, batch, tc)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(G.parameters(), tc.clip)
@@ -173,16 +183,16 @@ def train(out_dir: Path, tc: TrainConfig) -> Generator:
         elapsed += dt
         bar.update((step if tc.steps else int(elapsed)) - bar.n)
         for k, v in terms.items():
-            running[k] = 0.98 * running.get(k, float(v)) + 0.02 * float(v)
+            running[k] = 0.98 * running.get(k, float(v.detach())) + 0.02 * float(v.detach())
         bar.set_postfix(step=step, psnr=f"{running['psnr']:.2f}", loss=f"{running['total']:.4f}")
         if step % 50 == 0:
-            log.writerow([step, f"{elapsed / 60:.2f}", f"{tc.lr * factor:.2e}"] + [f"{running[k]:.5f}" for k in
-                                                                                 ("total", "image", "lowres", "mask", "psnr")])
+            log.writerow([step, f"{elapsed / 60:.2f}", f"{tc.lr * factor:.2e}"] + [f"{running[k]:.5f}" for k in LOGGED])
             log_file.flush()
         if time.time() - last_ckpt > tc.checkpoint_minutes * 60 or progress() >= 1 or elapsed >= budget:
             tmp = ckpt_path.with_suffix(".tmp")
             torch.save({"G": G.state_dict(), "opt": opt.state_dict(), "rng": gen.get_state(), "step": step,
-                        "elapsed": elapsed, "train_config": asdict(tc), "param_names": _param_names(G)}, tmp)
+                        "elapsed": elapsed, "train_config": asdict(tc), "param_names": _param_names(G),
+                        "probe": probe.state_dict()}, tmp)
             tmp.replace(ckpt_path)
             last_ckpt = time.time()
     bar.close()
