@@ -12,6 +12,8 @@ import click
 
 from stylenerf_edit import __version__
 from stylenerf_edit.errors import StyleNerfEditError
+from stylenerf_edit.invert.optimize import InversionConfig
+from stylenerf_edit.invert.pipeline import POSE_METHODS
 
 
 def _friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -148,6 +150,103 @@ def synth(n: int, out_dir: Path, resolution: int, seed: int, depth: bool) -> Non
 
     synthesize(n, out_dir, resolution=resolution, seed=seed, depth=depth)
     click.echo(f"wrote {n} photos with ground truth to {out_dir}")
+
+
+def _parse_camera(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        yaw, pitch = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected YAW,PITCH in degrees, e.g. 15,-5") from None
+    return yaw, pitch
+
+
+@main.command()
+@click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--network", default="bundled:heads", show_default=True,
+              help="Official .pkl, converted directory, or model name (bundled:heads, ffhq_256, …).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("out"),
+              show_default=True, help="One folder per photo is written here.")
+@click.option("--steps", type=click.IntRange(1, 100_000), default=InversionConfig.steps, show_default=True)
+@click.option("--aligned", is_flag=True, help="Photos are already aligned square crops (e.g. from `synth`): "
+              "no face detection.")
+@click.option("--face-index", type=click.IntRange(0), default=0, show_default=True,
+              help="Which face when there are several, counting from the largest.")
+@click.option("--landmarks", type=click.Choice(["dlib", "face-alignment"]), default="dlib", show_default=True,
+              help="Face detector and 68-point landmarks (face-alignment downloads its networks once).")
+@click.option("--pose", type=click.Choice(list(POSE_METHODS)), default="auto", show_default=True,
+              help="Initial camera: from landmarks, the model's pose predictor, or a search over the pose prior.")
+@click.option("--camera", callback=_parse_camera, default=None, metavar="YAW,PITCH",
+              help="Start from this camera (degrees) instead of estimating it.")
+@click.option("--fix-camera", is_flag=True, help="Do not refine the camera during the optimisation.")
+@click.option("--w-lr", type=float, default=InversionConfig.w_lr, show_default=True)
+@click.option("--camera-lr", type=float, default=InversionConfig.camera_lr, show_default=True,
+              help="Degrees per step.")
+@click.option("--lpips-weight", type=float, default=InversionConfig.lpips_weight, show_default=True)
+@click.option("--mse-weight", type=float, default=InversionConfig.mse_weight, show_default=True)
+@click.option("--w-avg-weight", type=float, default=InversionConfig.w_avg_weight, show_default=True,
+              help="Pull the W+ rows towards w_avg.")
+@click.option("--spread-weight", type=float, default=InversionConfig.spread_weight, show_default=True,
+              help="Pull the W+ rows towards each other.")
+@click.option("--official-baseline", is_flag=True,
+              help="The official projector's setting: frontal fixed camera, NeRF rows and background frozen.")
+@click.option("--batch-size", type=click.IntRange(1, 256), default=4, show_default=True,
+              help="Photos optimised together.")
+@click.option("--save-video", is_flag=True, help="Also write optimisation.mp4 (target | reconstruction).")
+@click.option("--paste-back", is_flag=True, help="Also write pasted.png: the reconstruction in the original photo.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
+@_friendly_errors
+def invert(photos: tuple[Path, ...], network: str, out_dir: Path, steps: int, aligned: bool, face_index: int,
+           landmarks: str, pose: str, camera: tuple[float, float] | None, fix_camera: bool, w_lr: float,
+           camera_lr: float, lpips_weight: float, mse_weight: float, w_avg_weight: float, spread_weight: float,
+           official_baseline: bool, batch_size: int, save_video: bool, paste_back: bool, device: str) -> None:
+    """Invert PHOTOS into the generator: aligned.png, reconstruction.png, latent.npz, metrics.json per photo."""
+    from stylenerf_edit.invert.pipeline import InvertOptions, invert_photos
+
+    if official_baseline:
+        config = InversionConfig.official_baseline(steps)
+        camera = camera or (0.0, 0.0)
+    else:
+        try:
+            config = InversionConfig(steps=steps, w_lr=w_lr, camera_lr=camera_lr, lpips_weight=lpips_weight,
+                                     mse_weight=mse_weight, w_avg_weight=w_avg_weight, spread_weight=spread_weight,
+                                     refine_camera=not fix_camera)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+    options = InvertOptions(config=config, aligned=aligned, face_index=face_index, landmarks=landmarks, pose=pose,
+                            camera=camera, batch_size=batch_size, save_video=save_video, paste_back=paste_back)
+    outcomes = invert_photos(photos, out_dir, network, options, device=device)
+    failed = 0
+    for o in outcomes:
+        if o.error:
+            failed += 1
+            click.echo(f"error: {o.error}", err=True)
+        else:
+            c = o.camera
+            click.echo(f"{o.out_dir}  yaw {c.yaw:+.1f} pitch {c.pitch:+.1f}  PSNR {o.metrics['psnr']:.2f} dB  "
+                       f"LPIPS {o.metrics['lpips']:.3f}")
+    if failed:
+        click.echo(f"{failed} of {len(outcomes)} photos failed; the others were written to {out_dir}", err=True)
+        sys.exit(1)
+
+
+@main.command("calibrate-pose")
+@click.option("--network", default="bundled:heads", show_default=True)
+@click.option("--n", "n", type=click.IntRange(3, 100_000), default=200, show_default=True,
+              help="Generator samples to fit on.")
+@click.option("--seed", type=click.IntRange(0, 2 ** 31 - 1), default=0, show_default=True)
+@click.option("--landmarks", type=click.Choice(["dlib", "face-alignment"]), default="dlib", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@_friendly_errors
+def calibrate_pose(network: str, n: int, seed: int, landmarks: str, device: str) -> None:
+    """Fit the landmark pose estimator to a generator's camera convention and save it beside the model."""
+    from stylenerf_edit.invert.pipeline import calibrate_network
+
+    cal, path = calibrate_network(network, n=n, seed=seed, landmarks=landmarks, device=device)
+    click.echo(f"wrote {path}: yaw = {cal.yaw_scale:.3f} * estimate {cal.yaw_offset:+.2f} (RMS {cal.residual_yaw:.2f}°), "
+               f"pitch = {cal.pitch_scale:.3f} * estimate {cal.pitch_offset:+.2f} (RMS {cal.residual_pitch:.2f}°), "
+               f"{cal.samples} of {n} samples")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,299 @@
+"""Photos to latents: load, align, estimate the camera, optimise, and write each photo's results.
+
+Per photo, ``OUT/<photo stem>/`` receives ``aligned.png`` (the generator-resolution target),
+``reconstruction.png``, ``latent.npz`` (see ``invert.latent``), ``metrics.json`` and, on request,
+``optimisation.mp4`` (target | reconstruction over the steps) and ``pasted.png`` (the reconstruction warped
+back into the original photo). A photo that cannot be processed (unreadable, no face) is reported and skipped;
+the others still run.
+
+Initial camera (``pose``):
+  * ``landmarks``: solvePnP on the 68 landmarks of the detected face, through the generator's pose calibration
+    (``pose_calibration.json`` beside the model, written by ``stylenerf-edit calibrate-pose``; uncalibrated
+    otherwise, which is exact for a perfect mean face and detector only);
+  * ``predictor``: the pose regressor shipped with a model (``predictor.json`` beside it: the bundled model's
+    attribute predictor, trained on its procedural world, where dlib finds no faces);
+  * ``search``: render the average face over a grid of prior cameras and keep the closest (any model);
+  * ``auto``: landmarks when a face was detected, else the model's predictor when it has one, else search.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stylenerf_edit.editing.video import save_png, to_uint8, write_mp4
+from stylenerf_edit.errors import StyleNerfEditError
+from stylenerf_edit.generator.camera import Camera
+from stylenerf_edit.generator.checkpoint import GeneratorInfo, load_with_info, resolve_device, resolve_network
+from stylenerf_edit.generator.network import Generator
+
+from .align import AlignedFace, align_photo, aligned_input, paste_back
+from .latent import GeneratorRef, Latent, save_latent
+from .lpips import LPIPS
+from .optimize import InversionConfig, InversionResult, invert, lpips_input
+from .photo import load_photo
+from .pose import PoseCalibration, PoseError, pose_from_landmarks, search_pose
+
+POSE_METHODS = ("auto", "landmarks", "predictor", "search")
+CALIBRATION_NAME = "pose_calibration.json"
+PREDICTOR_CONFIG = "predictor.json"
+
+
+@dataclass
+class PreparedPhoto:
+    """A photo made ready for the generator."""
+
+    path: Path
+    face: AlignedFace            # aligned at the generator's resolution
+    target: torch.Tensor         # [3, R, R] in [-1, 1]
+
+
+def prepare_photo(path: str | Path, resolution: int, *, aligned: bool = False, face_index: int = 0,
+                  landmarks: str = "dlib") -> PreparedPhoto:
+    """Load ``path`` and align its face (or take it as an aligned crop) at ``resolution`` pixels."""
+    path = Path(path)
+    face = aligned_input(path, resolution) if aligned else align_photo(path, resolution, face_index=face_index,
+                                                                         backend=landmarks)
+    target = torch.from_numpy(np.array(face.image)).permute(2, 0, 1).float() / 127.5 - 1
+    return PreparedPhoto(path, face, target)
+
+
+def model_directory(network: str | Path) -> Path:
+    """Where a model's side files (pose calibration, pose predictor) live: its directory, or a pickle's folder."""
+    path = resolve_network(network)
+    return path if path.is_dir() else path.parent
+
+
+def calibration_path(network: str | Path) -> Path:
+    path = resolve_network(network)
+    return path / CALIBRATION_NAME if path.is_dir() else path.with_name(f"{path.stem}.{CALIBRATION_NAME}")
+
+
+def load_pose_calibration(network: str | Path) -> PoseCalibration:
+    """The model's pose calibration, or the uncalibrated identity when it has none."""
+    path = calibration_path(network)
+    return PoseCalibration.load(path) if path.is_file() else PoseCalibration()
+
+
+def has_pose_predictor(network: str | Path) -> bool:
+    return (model_directory(network) / PREDICTOR_CONFIG).is_file()
+
+
+def _distance(lpips: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    return lambda a, b: lpips(lpips_input(a), lpips_input(b)).reshape(-1) + (a - b).square().mean(dim=(1, 2, 3))
+
+
+def estimate_cameras(G: Generator, network: str | Path, photos: Sequence[PreparedPhoto], method: str,
+                     lpips: torch.nn.Module) -> list[tuple[Camera, str]]:
+    """Initial camera of each photo and the method that produced it (see the module docstring)."""
+    if method not in POSE_METHODS:
+        raise StyleNerfEditError(f"unknown pose method {method!r}; choose one of {', '.join(POSE_METHODS)}")
+    fov, res = G.camera_prior.fov, G.img_resolution
+    chosen = []
+    for p in photos:
+        m = method
+        if m == "auto":
+            m = "landmarks" if p.face.landmarks is not None else (
+                "predictor" if has_pose_predictor(network) else "search")
+        if m == "landmarks" and p.face.landmarks is None:
+            raise StyleNerfEditError(f"{p.path}: --pose landmarks needs a detected face, but the photo was taken "
+                                     "as an aligned crop; use --pose search or --pose auto")
+        if m == "predictor" and not has_pose_predictor(network):
+            raise StyleNerfEditError(f"{network}: this model ships no pose predictor ({PREDICTOR_CONFIG}); use "
+                                     "--pose landmarks or --pose search")
+        chosen.append(m)
+    cameras: list[Camera | None] = [None] * len(photos)
+    calibration = load_pose_calibration(network) if "landmarks" in chosen else None
+    for i, (p, m) in enumerate(zip(photos, chosen)):
+        if m == "landmarks":
+            cameras[i] = pose_from_landmarks(p.face.landmarks, res, fov, calibration)
+    predicted = [i for i, m in enumerate(chosen) if m == "predictor"]
+    if predicted:
+        from stylenerf_edit.synthetic.predictor import AttributePredictor
+
+        model = AttributePredictor.from_pretrained(model_directory(network))
+        scores = model.predict(torch.stack([photos[i].target for i in predicted]))
+        for j, i in enumerate(predicted):
+            cameras[i] = G.camera_prior.frontal().with_(yaw=float(scores["yaw"][j]), pitch=float(scores["pitch"][j]))
+    searched = [i for i, m in enumerate(chosen) if m == "search"]
+    if searched:
+        targets = torch.stack([photos[i].target for i in searched]).to(G.device)
+        ws = G.mapping.w_avg.expand(len(searched), G.num_ws, -1)
+        bg = torch.zeros(len(searched), G.cfg.bg_code_dim, device=G.device)
+        for i, cam in zip(searched, search_pose(G, targets, ws, bg, _distance(lpips))):
+            cameras[i] = cam
+    return [(cam, m) for cam, m in zip(cameras, chosen)]
+
+
+@dataclass
+class InvertOptions:
+    """What ``stylenerf-edit invert`` exposes, with the same defaults."""
+
+    config: InversionConfig = field(default_factory=InversionConfig)
+    aligned: bool = False            # inputs are aligned square crops: no detection
+    face_index: int = 0              # which detected face, largest first
+    landmarks: str = "dlib"          # landmark backend: dlib or face-alignment
+    pose: str = "auto"               # see POSE_METHODS
+    camera: tuple[float, float] | None = None    # yaw, pitch override of the initial camera
+    batch_size: int = 4
+    save_video: bool = False
+    video_frames: int = 60           # frames of the optimisation video
+    paste_back: bool = False
+    lpips_net: str = "vgg"
+
+
+@dataclass
+class PhotoOutcome:
+    """What happened to one photo."""
+
+    photo: Path
+    out_dir: Path | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    camera: Camera | None = None
+    error: str | None = None
+
+
+def output_dirs(photos: Sequence[Path], out_dir: Path) -> list[Path]:
+    """``out_dir/<stem>`` per photo, with ``_2``, ``_3``… when stems repeat."""
+    seen: dict[str, int] = {}
+    dirs = []
+    for p in photos:
+        seen[p.stem] = seen.get(p.stem, 0) + 1
+        dirs.append(out_dir / (p.stem if seen[p.stem] == 1 else f"{p.stem}_{seen[p.stem]}"))
+    return dirs
+
+
+class _VideoRecorder:
+    """Target | current reconstruction frames at evenly spaced steps, scaled up to at least 256 px."""
+
+    def __init__(self, targets: torch.Tensor, steps: int, frames: int):
+        self.every = max(1, steps // max(1, frames))
+        scale = max(1, -(-256 // targets.shape[-1]))
+        self.scale = scale
+        self.targets = to_uint8(self._up(targets))
+        self.frames: list[list[np.ndarray]] = [[] for _ in range(len(targets))]
+
+    def _up(self, images: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(images.float(), scale_factor=self.scale, mode="nearest") if self.scale > 1 else images
+
+    def __call__(self, step: int, images: torch.Tensor) -> None:
+        if step % self.every == 0:
+            for i, img in enumerate(to_uint8(self._up(images.cpu()))):
+                self.frames[i].append(np.concatenate([self.targets[i], img], axis=1))
+
+
+def _write_photo(result: InversionResult, prepared: PreparedPhoto, out: Path, info: GeneratorInfo,
+                 initial: tuple[Camera, str], options: InvertOptions, seconds: float,
+                 frames: list[np.ndarray] | None) -> dict[str, float]:
+    out.mkdir(parents=True, exist_ok=True)
+    save_png(prepared.face.image, out / "aligned.png")
+    recon = to_uint8(result.image[None].cpu())[0]
+    save_png(recon, out / "reconstruction.png")
+    cam0, method = initial
+    latent = Latent(ws=result.ws.cpu().numpy(), camera=result.camera, bg_code=result.bg_code.cpu().numpy(),
+                    generator=GeneratorRef.from_info(info), alignment=prepared.face.alignment.to_dict(),
+                    metrics=result.metrics, loss_history=result.history, source=str(prepared.path),
+                    extra={"pose_method": method, "initial_camera": asdict(cam0)})
+    save_latent(latent, out / "latent.npz")
+    if frames:
+        write_mp4(frames, out / "optimisation.mp4", fps=15)
+    if options.paste_back:
+        original = load_photo(prepared.path)
+        save_png(paste_back(original, recon, prepared.face.alignment), out / "pasted.png")
+    report = {"photo": str(prepared.path), "network": info.name, "weights_sha256": info.weights_sha256,
+              "camera": asdict(result.camera), "initial_camera": asdict(cam0), "pose_method": method,
+              **result.metrics, "steps": options.config.steps, "seconds": round(seconds, 2),
+              "config": asdict(options.config)}
+    tmp = out / ".metrics.json.partial"
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(out / "metrics.json")
+    return result.metrics
+
+
+def invert_photos(photos: Sequence[str | Path], out_dir: str | Path, network: str | Path = "bundled:heads",
+                  options: InvertOptions | None = None, device: str | None = None,
+                  progress: bool = True) -> list[PhotoOutcome]:
+    """Invert every photo into ``network`` and write its results under ``out_dir`` (see the module docstring).
+
+    Photos that fail to load or align are reported in their :class:`PhotoOutcome` and skipped.
+    """
+    from tqdm import tqdm
+
+    options = options or InvertOptions()
+    out_dir = Path(out_dir)
+    paths = [Path(p) for p in photos]
+    G, info = load_with_info(network, device=resolve_device(device))
+    lpips = LPIPS(options.lpips_net, device=G.device)
+    outcomes = [PhotoOutcome(photo=p, out_dir=d) for p, d in zip(paths, output_dirs(paths, out_dir))]
+    prepared: list[tuple[int, PreparedPhoto]] = []
+    for i, p in enumerate(paths):
+        try:
+            prepared.append((i, prepare_photo(p, G.img_resolution, aligned=options.aligned,
+                                              face_index=options.face_index, landmarks=options.landmarks)))
+        except StyleNerfEditError as e:
+            outcomes[i].error = str(e)
+    steps = options.config.steps
+    bar = tqdm(total=len(prepared) * steps, unit="step", desc="inverting", disable=not progress,
+               dynamic_ncols=True)
+    for start in range(0, len(prepared), options.batch_size):
+        chunk = prepared[start:start + options.batch_size]
+        batch = [p for _, p in chunk]
+        if options.camera is not None:
+            yaw, pitch = options.camera
+            initial = [(G.camera_prior.frontal().with_(yaw=yaw, pitch=pitch), "given")] * len(batch)
+        else:
+            initial = estimate_cameras(G, network, batch, options.pose, lpips)
+        recorder = _VideoRecorder(torch.stack([p.target for p in batch]), steps, options.video_frames) \
+            if options.save_video else None
+
+        def on_step(step: int, terms: dict[str, torch.Tensor], images: torch.Tensor) -> None:
+            bar.update(len(batch))
+            bar.set_postfix(lpips=f"{float(terms['lpips'].mean()):.3f}")
+            if recorder is not None:
+                recorder(step, images)
+
+        t0 = time.time()
+        results = invert(G, torch.stack([p.target for p in batch]).to(G.device), [c for c, _ in initial], lpips,
+                         options.config, callback=on_step)
+        seconds = (time.time() - t0) / len(batch)
+        for k, ((i, p), result) in enumerate(zip(chunk, results)):
+            frames = recorder.frames[k] if recorder is not None else None
+            outcomes[i].metrics = _write_photo(result, p, outcomes[i].out_dir, info, initial[k], options, seconds,
+                                               frames)
+            outcomes[i].camera = result.camera
+    bar.close()
+    return outcomes
+
+
+def calibrate_network(network: str | Path, n: int = 200, seed: int = 0, landmarks: str = "dlib",
+                      device: str | None = None) -> tuple[PoseCalibration, Path]:
+    """Fit the landmark pose estimator to ``network`` (see ``invert.pose.calibrate_pose``) and save it beside
+    the model, where ``--pose landmarks`` finds it."""
+    from .landmarks import detect_faces
+    from .pose import calibrate_pose
+
+    G = load_with_info(network, device=resolve_device(device))[0]
+    scale = max(1, -(-256 // G.img_resolution))   # dlib needs faces of ~80 px and more
+
+    def largest_face_landmarks(image: np.ndarray) -> np.ndarray | None:
+        big = np.kron(image, np.ones((scale, scale, 1), dtype=np.uint8)) if scale > 1 else image
+        faces = detect_faces(big, landmarks)
+        return None if not faces else (faces[0].landmarks + 0.5) / scale - 0.5
+
+    try:
+        calibration: PoseCalibration | None = calibrate_pose(
+            G, largest_face_landmarks, n=n, seed=seed,
+            source=f"{landmarks} landmarks on {n} samples of {network}, seed {seed}")
+    except PoseError:   # fewer than 3 faces found
+        calibration = None
+    if calibration is None or calibration.samples < max(3, n // 4):
+        raise StyleNerfEditError(f"{network}: landmarks were found on too few of {n} samples for a calibration; "
+                                 "this model's faces need --pose search or --pose predictor")
+    return calibration, calibration.save(calibration_path(network))

@@ -1,0 +1,307 @@
+"""Inversion: latent files, pose estimation, W+ optimisation and the photo pipeline on the bundled model."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from stylenerf_edit.generator.camera import Camera
+from stylenerf_edit.generator.checkpoint import load_with_info
+from stylenerf_edit.invert.align import align_photo
+from stylenerf_edit.invert.latent import GeneratorRef, Latent, LatentError, load_latent, save_latent
+from stylenerf_edit.invert.lpips import LPIPS
+from stylenerf_edit.invert.optimize import InversionConfig, invert, learning_rate_factor
+from stylenerf_edit.invert.pose import (PoseCalibration, calibrate_pose, fit_calibration, pose_grid,
+                                        pose_from_landmarks, project_mean_face, raw_pose_from_landmarks,
+                                        search_pose)
+from stylenerf_edit.metrics import psnr
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load_with_info("bundled:heads")
+
+
+@pytest.fixture(scope="module")
+def astronaut_path(tmp_path_factory):
+    from PIL import Image
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("photos") / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lpips():
+    return LPIPS("vgg")
+
+
+def _sample(G, n: int, seed: int, cameras: list[Camera]):
+    """Generator renders with their true ws, background codes and cameras."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        ws = G.mapping(G.sample_z(n, gen), truncation_psi=0.7)
+        bg = G.sample_bg_code(n, gen)
+        img = G.synthesize(ws, cameras, bg).img
+    return ws, bg, img
+
+
+# --- latent files ---------------------------------------------------------------------------------------
+
+def _latent(info) -> Latent:
+    rng = np.random.default_rng(0)
+    return Latent(ws=rng.standard_normal((info.config.num_ws, 512)), camera=Camera(yaw=12.5, pitch=-3.0),
+                  bg_code=rng.standard_normal(info.config.bg_code_dim), generator=GeneratorRef.from_info(info),
+                  alignment={"quad": [[0, 0], [0, 9], [9, 9], [9, 0]], "source_size": [10, 10], "output_size": 64},
+                  metrics={"psnr": 25.5, "lpips": 0.12}, loss_history={"total": np.linspace(1, 0, 5)},
+                  source="photo.jpg", extra={"pose_method": "predictor"})
+
+
+def test_latent_round_trip(tmp_path, bundled):
+    _, info = bundled
+    latent = _latent(info)
+    path = save_latent(latent, tmp_path / "a" / "latent.npz")
+    back = load_latent(path, generator=info)
+    np.testing.assert_array_equal(back.ws, latent.ws.astype(np.float32))
+    np.testing.assert_array_equal(back.bg_code, latent.bg_code.astype(np.float32))
+    assert back.camera == latent.camera and back.generator == latent.generator
+    assert back.alignment == latent.alignment and back.metrics == latent.metrics and back.extra == latent.extra
+    np.testing.assert_allclose(back.loss_history["total"], np.linspace(1, 0, 5), rtol=1e-6)
+    assert back.source == "photo.jpg" and back.tool_version
+    assert not list(tmp_path.glob("a/.*tmp"))   # the atomic write leaves nothing behind
+
+
+def test_latent_validation(tmp_path, bundled):
+    _, info = bundled
+    with pytest.raises(LatentError, match="no such latent file"):
+        load_latent(tmp_path / "missing.npz")
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(LatentError, match="not a readable .npz"):
+        load_latent(tmp_path / "text.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(LatentError, match="no 'meta' entry"):
+        load_latent(tmp_path / "other.npz")
+
+    good = save_latent(_latent(info), tmp_path / "good.npz")
+    data = dict(np.load(good))
+    bad = dict(data, ws=np.full_like(data["ws"], np.nan))
+    np.savez(tmp_path / "nan.npz", **bad)
+    with pytest.raises(LatentError, match="NaN"):
+        load_latent(tmp_path / "nan.npz")
+    np.savez(tmp_path / "shape.npz", **dict(data, ws=data["ws"][:3]))
+    with pytest.raises(LatentError, match="shape"):
+        load_latent(tmp_path / "shape.npz")
+    meta = json.loads(str(data["meta"]))
+    meta["format_version"] = 99
+    np.savez(tmp_path / "future.npz", **dict(data, meta=np.array(json.dumps(meta))))
+    with pytest.raises(LatentError, match="upgrade"):
+        load_latent(tmp_path / "future.npz")
+
+    other = replace(info, weights_sha256="0" * 64, name="ffhq_256")
+    with pytest.raises(LatentError, match="not for 'ffhq_256'"):
+        load_latent(good, generator=other)
+    for path in tmp_path.glob("*.npz"):   # every message is one line
+        try:
+            load_latent(path, generator=other)
+        except LatentError as e:
+            assert "\n" not in str(e) and str(path) in str(e)
+
+
+# --- pose -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("yaw,pitch", [(0.0, 0.0), (25.0, 8.0), (-35.0, -12.0), (10.0, 15.0)])
+def test_pnp_recovers_the_generator_camera_of_a_perfect_mean_face(yaw, pitch):
+    landmarks = np.nan_to_num(project_mean_face(Camera(yaw=yaw, pitch=pitch), 256))
+    est = raw_pose_from_landmarks(landmarks, 256, 12.0)
+    assert est == pytest.approx((yaw, pitch), abs=1e-3)
+
+
+def test_calibration_fit_and_file(tmp_path):
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(-30, 30, size=(50, 2))
+    true = np.stack([0.8 * raw[:, 0] + 2.0, 1.3 * raw[:, 1] - 4.0], 1) + rng.normal(0, 0.5, (50, 2))
+    cal = fit_calibration(raw, true, "test")
+    assert cal.yaw_scale == pytest.approx(0.8, abs=0.03) and cal.yaw_offset == pytest.approx(2.0, abs=0.3)
+    assert cal.pitch_scale == pytest.approx(1.3, abs=0.03) and cal.pitch_offset == pytest.approx(-4.0, abs=0.3)
+    assert 0.3 < cal.residual_yaw < 0.7 and cal.samples == 50
+    assert PoseCalibration.load(cal.save(tmp_path / "cal.json")) == cal
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(Exception, match="calibrate-pose"):
+        PoseCalibration.load(tmp_path / "bad.json")
+
+
+def test_calibrate_pose_on_generator_samples(bundled):
+    """A detector that sees the yaw 20 % too small and the pitch 3 degrees too high is calibrated away."""
+    G, _ = bundled
+    cameras = G.camera_prior.sample(12, torch.Generator().manual_seed(3))
+    pending, seen = list(cameras), []
+
+    def biased_detector(image: np.ndarray):
+        cam = pending.pop(0)
+        seen.append(image.shape)
+        if len(pending) == 5:
+            return None   # a sample without a face is skipped
+        return np.nan_to_num(project_mean_face(cam.with_(yaw=0.8 * cam.yaw, pitch=cam.pitch + 3.0), 64))
+
+    cal = calibrate_pose(G, biased_detector, cameras=cameras, batch=4)
+    assert seen == [(64, 64, 3)] * 12 and cal.samples == 11
+    assert cal.yaw_scale == pytest.approx(1.25, abs=1e-3) and cal.yaw_offset == pytest.approx(0, abs=1e-2)
+    assert cal.pitch_scale == pytest.approx(1.0, abs=1e-3) and cal.pitch_offset == pytest.approx(-3.0, abs=1e-2)
+    assert cal.residual_yaw < 1e-2
+
+
+def test_pose_from_the_astronaut_landmarks_is_plausible(astronaut_path):
+    face = align_photo(astronaut_path, 256)
+    cam = pose_from_landmarks(face.landmarks, 256, 12.0)
+    # She faces the camera, turned slightly towards the image's left (her right): a small negative yaw.
+    assert -25 < cam.yaw < 5 and abs(cam.pitch) < 20
+
+
+def test_search_pose_finds_the_rendered_grid_camera(bundled, lpips):
+    G, _ = bundled
+    grid = pose_grid(G, yaw_step=10, pitch_step=10)
+    truth = [grid[3], grid[-2]]
+    ws = G.mapping.w_avg.expand(2, G.num_ws, -1)
+    bg = torch.zeros(2, G.cfg.bg_code_dim)
+    with torch.no_grad():
+        target = G.synthesize(ws, truth, bg).img
+    found = search_pose(G, target, ws, bg, lambda a, b: (a - b).square().mean(dim=(1, 2, 3)), grid)
+    assert found == truth
+
+
+# --- optimisation ----------------------------------------------------------------------------------------
+
+def test_learning_rate_schedule():
+    f = [learning_rate_factor(s, 100, 0.1, 0.3) for s in range(100)]
+    assert f[0] == 0 and f[5] == pytest.approx(0.5) and f[10] == pytest.approx(1) and f[69] == pytest.approx(1)
+    assert all(a >= b for a, b in zip(f[70:], f[71:])) and f[-1] < 0.01
+
+
+def test_inversion_reaches_a_psnr_floor_and_is_deterministic(bundled, lpips):
+    G, _ = bundled
+    cams = [Camera(yaw=15.0, pitch=4.0), Camera(yaw=-10.0, pitch=-2.0)]
+    _, _, target = _sample(G, 2, seed=11, cameras=cams)
+    config = InversionConfig(steps=30)
+    start = psnr(G.synthesize(G.mapping.w_avg.expand(2, G.num_ws, -1), cams,
+                              torch.zeros(2, G.cfg.bg_code_dim)).img.detach(), target)
+    first = invert(G, target, cams, lpips, config)
+    assert all(r.metrics["psnr"] > 27 for r in first), [r.metrics for r in first]
+    assert all(r.metrics["psnr"] > s + 5 for r, s in zip(first, start))
+    # Batch mates do not change a result (up to float reduction order, which the steps amplify a little).
+    alone = invert(G, target[1:], cams[1:], lpips, config)[0]
+    torch.testing.assert_close(alone.ws, first[1].ws, atol=0.05, rtol=0)
+    assert alone.metrics["psnr"] == pytest.approx(first[1].metrics["psnr"], abs=0.2)
+    again = invert(G, target[1:], cams[1:], lpips, config)[0]
+    assert torch.equal(alone.ws, again.ws) and alone.camera == again.camera and torch.equal(alone.bg_code,
+                                                                                             again.bg_code)
+    assert set(first[0].history) >= {"total", "lpips", "mse", "pose_prior"}
+    assert first[0].history["total"].shape == (30,)
+    assert first[0].history["total"][-1] < first[0].history["total"][0]
+    assert all(not p.requires_grad for p in G.parameters())   # the generator is left as it was
+
+
+def test_official_baseline_keeps_camera_nerf_rows_and_background(bundled, lpips):
+    G, _ = bundled
+    cams = [Camera(yaw=20.0)]
+    _, _, target = _sample(G, 1, seed=5, cameras=cams)
+    result = invert(G, target, [Camera()], lpips, InversionConfig.official_baseline(steps=5))[0]
+    fg = G.cfg.fg_num_ws
+    assert result.camera == Camera()
+    assert torch.equal(result.bg_code, torch.zeros(G.cfg.bg_code_dim))
+    assert torch.equal(result.ws[:fg], G.mapping.w_avg.expand(fg, -1))
+    assert not torch.equal(result.ws[fg:], G.mapping.w_avg.expand(G.num_ws - fg, -1))
+
+
+def test_camera_refinement_moves_towards_the_true_view(bundled, lpips):
+    """Start 10 degrees off on a render of the average face: the refined camera ends closer to the truth."""
+    G, _ = bundled
+    truth = Camera(yaw=18.0, pitch=5.0)
+    ws = G.mapping.w_avg.expand(1, G.num_ws, -1)
+    with torch.no_grad():
+        target = G.synthesize(ws, [truth], torch.zeros(1, G.cfg.bg_code_dim)).img
+    start = truth.with_(yaw=8.0)
+    result = invert(G, target, [start], lpips, InversionConfig(steps=30, w_lr=0.0, bg_lr=0.0))[0]
+    assert abs(result.camera.yaw - truth.yaw) < 0.5 * abs(start.yaw - truth.yaw), result.camera
+
+
+def test_bad_targets_are_refused(bundled, lpips):
+    G, _ = bundled
+    target = torch.full((1, 3, 64, 64), float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        invert(G, target, [Camera()], lpips, InversionConfig(steps=1))
+    with pytest.raises(ValueError, match="steps"):
+        InversionConfig(steps=0)
+    with pytest.raises(ValueError, match="w_lr"):
+        InversionConfig(w_lr=math.nan)
+
+
+# --- the photo pipeline and its CLI ----------------------------------------------------------------------
+
+def _run(*args: str):
+    from click.testing import CliRunner
+
+    from stylenerf_edit.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def test_cli_invert_aligned_photos_keeps_going_past_bad_ones(tmp_path, bundled):
+    from PIL import Image
+
+    from stylenerf_edit.synthetic.dataset import demo_photos
+
+    _, info = bundled
+    photos = demo_photos()[:2]
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out = tmp_path / "out"
+    result = _run("invert", str(photos[0]), str(tmp_path / "missing.jpg"), str(tmp_path / "broken.png"),
+                  str(photos[1]), "--aligned", "--steps", "3", "--out", str(out), "--save-video", "--paste-back")
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "missing.jpg" in errors[0] and "broken.png" in errors[1]
+    assert "2 of 4 photos failed" in result.output and "Traceback" not in result.output
+    for photo in photos:
+        d = out / photo.stem
+        assert {f.name for f in d.iterdir()} == {"aligned.png", "reconstruction.png", "latent.npz", "metrics.json",
+                                                 "optimisation.mp4", "pasted.png"}
+        assert Image.open(d / "aligned.png").size == (64, 64)
+        assert Image.open(d / "pasted.png").size == Image.open(photo).size
+        metrics = json.loads((d / "metrics.json").read_text())
+        assert metrics["pose_method"] == "predictor" and metrics["steps"] == 3 and metrics["psnr"] > 10
+        latent = load_latent(d / "latent.npz", generator=info)
+        assert latent.loss_history["total"].shape == (3,) and latent.extra["pose_method"] == "predictor"
+        assert latent.camera.yaw == pytest.approx(metrics["camera"]["yaw"])
+        truth = json.loads(photo.with_suffix(".json").read_text())["camera"]
+        assert abs(metrics["initial_camera"]["yaw"] - truth["yaw"]) < 5   # the bundled pose predictor
+
+
+def test_cli_invert_a_real_photo_uses_landmarks(tmp_path, astronaut_path):
+    out = tmp_path / "out"
+    result = _run("invert", str(astronaut_path), "--steps", "2", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "astronaut" / "metrics.json").read_text())
+    assert metrics["pose_method"] == "landmarks"
+    latent = load_latent(out / "astronaut" / "latent.npz")
+    assert latent.alignment["source_size"] == [512, 512]
+
+
+def test_cli_invert_bad_requests(tmp_path):
+    from PIL import Image
+
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (8, 8), (200, 150, 120)).save(tiny)
+    result = _run("invert", str(tiny), "--steps", "1", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 1 and "tiny.png: no face found" in result.output
+    result = _run("invert", str(tiny), "--aligned", "--pose", "landmarks", "--steps", "1", "--out", str(tmp_path))
+    assert result.exit_code == 1 and "--pose landmarks needs a detected face" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = _run("invert", str(tiny), "--camera", "ten")
+    assert result.exit_code == 2 and "YAW,PITCH" in result.output
+    result = _run("invert", str(tiny), "--aligned", "--network", str(tmp_path / "nope.pkl"))
+    assert result.exit_code == 1 and "nope.pkl" in result.output
