@@ -32,19 +32,22 @@ from stylenerf_edit.generator.camera import Camera, stack_cameras
 from stylenerf_edit.generator.network import Generator
 
 # 68-point (iBUG) index -> 3-D position. Points that stay reliable under yaw: eye corners, nose, mouth, chin.
+# Proportions follow where dlib puts these points on frontal faces (eye line to mouth corners = 60 mm; outer
+# eye corners 1.5x and mouth 1.05x that apart; nose tip at 0.59, lips at 1.0 and 1.3, chin at 1.85 of it);
+# depths are anthropometric averages relative to the outer eye corners.
 MEAN_FACE: dict[int, tuple[float, float, float]] = {
-    8: (0.0, 118.0, 8.0),        # chin (menton)
-    27: (0.0, 0.0, -12.0),       # nasion, between the eyes
-    30: (0.0, 46.0, -30.0),      # nose tip
-    33: (0.0, 56.0, -18.0),      # subnasale
-    36: (-45.0, 4.0, 2.0),       # right eye, outer corner (image left)
-    39: (-15.0, 5.0, -4.0),      # right eye, inner corner
-    42: (15.0, 5.0, -4.0),       # left eye, inner corner
-    45: (45.0, 4.0, 2.0),        # left eye, outer corner (image right)
-    48: (-25.0, 76.0, -8.0),     # right mouth corner
-    51: (0.0, 70.0, -18.0),      # upper lip centre
-    54: (25.0, 76.0, -8.0),      # left mouth corner
-    57: (0.0, 86.0, -15.0),      # lower lip centre
+    8: (0.0, 111.0, -10.0),      # chin (menton)
+    27: (0.0, 0.0, -15.0),       # nasion, between the eyes
+    30: (0.0, 35.0, -35.0),      # nose tip
+    33: (0.0, 47.0, -22.0),      # subnasale
+    36: (-45.0, 0.0, 0.0),       # right eye, outer corner (image left)
+    39: (-20.0, 0.0, -8.0),      # right eye, inner corner
+    42: (20.0, 0.0, -8.0),       # left eye, inner corner
+    45: (45.0, 0.0, 0.0),        # left eye, outer corner (image right)
+    48: (-31.0, 60.0, -8.0),     # right mouth corner
+    51: (0.0, 60.0, -22.0),      # upper lip centre
+    54: (31.0, 60.0, -8.0),      # left mouth corner
+    57: (0.0, 78.0, -18.0),      # lower lip centre
 }
 _INDICES = sorted(MEAN_FACE)
 
