@@ -249,5 +249,122 @@ def calibrate_pose(network: str, n: int, seed: int, landmarks: str, device: str)
                f"{cal.samples} of {n} samples")
 
 
+@main.group()
+def directions() -> None:
+    """Learn semantic edit directions (InterFaceGAN-style linear SVMs in W) and list the available ones."""
+
+
+@directions.command("train")
+@click.option("--network", default="bundled:heads", show_default=True)
+@click.option("--attribute", "attributes", multiple=True, required=True,
+              help="Attribute to learn (repeatable), e.g. smile; must be one the labeler scores.")
+@click.option("--labeler", default="predictor", show_default=True,
+              help="predictor (bundled model), landmarks (real faces, dlib), file:SCORES.csv|.npy, or "
+                   "clip:ATTR=positive prompt|negative prompt.")
+@click.option("--samples", type=click.IntRange(20), default=4000, show_default=True, help="Latents to sample.")
+@click.option("--samples-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where samples and labels are kept (default OUT/samples); a rerun resumes there.")
+@click.option("--cameras", type=click.Choice(["frontal", "prior"]), default="frontal", show_default=True,
+              help="Render the samples at the frontal camera or at cameras drawn from the pose prior.")
+@click.option("--condition", "conditions", multiple=True,
+              help="Project this attribute's direction out of every learnt one (repeatable), e.g. yaw.")
+@click.option("--ratio", type=click.FloatRange(0.001, 0.5), default=0.2, show_default=True,
+              help="Fraction of samples taken as positives and as negatives (highest and lowest scores).")
+@click.option("--seed", type=click.IntRange(0, 2 ** 31 - 1), default=0, show_default=True)
+@click.option("--truncation", "truncation_psi", type=float, default=1.0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Writes ATTRIBUTE.npz per attribute here.")
+@click.option("--install", is_flag=True, help="Also copy the directions beside the model, where `edit` finds "
+              "them by name.")
+@click.option("--device", default="auto", show_default=True)
+@_friendly_errors
+def directions_train(network: str, attributes: tuple[str, ...], labeler: str, samples: int,
+                     samples_dir: Path | None, cameras: str, conditions: tuple[str, ...], ratio: float, seed: int,
+                     truncation_psi: float, out_dir: Path, install: bool, device: str) -> None:
+    """Sample, label and fit one direction per --attribute."""
+    import shutil
+
+    from stylenerf_edit.directions.library import directions_dir
+    from stylenerf_edit.directions.train import direction_summary, train_directions
+
+    trained = train_directions(network, attributes, out_dir, labeler=labeler, samples=samples,
+                               samples_dir=samples_dir, cameras=cameras, seed=seed, truncation_psi=truncation_psi,
+                               ratio=ratio, conditions=conditions, device=device)
+    for t in trained:
+        click.echo(f"{t.path}  {direction_summary(t.direction)}")
+        if install:
+            target = directions_dir(network)
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(t.path, target / t.path.name)
+            click.echo(f"installed as {target / t.path.name}")
+
+
+@directions.command("list")
+@click.option("--network", default="bundled:heads", show_default=True)
+@click.option("--directions", "extra", multiple=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Also look in this folder (repeatable).")
+@_friendly_errors
+def directions_list(network: str, extra: tuple[Path, ...]) -> None:
+    """The named directions `edit --edit NAME=STRENGTH` can use with a network."""
+    from stylenerf_edit.directions.library import available_directions
+    from stylenerf_edit.directions.svm import load_direction
+    from stylenerf_edit.directions.train import direction_summary
+    from stylenerf_edit.generator import describe
+
+    info = describe(network)
+    found = available_directions(network, extra)
+    if not found:
+        click.echo(f"no directions for {network}; train some with `stylenerf-edit directions train`")
+    for name, path in found.items():
+        click.echo(f"{path}  {direction_summary(load_direction(path, generator=info))}")
+
+
+@main.command()
+@click.argument("latent", type=click.Path(path_type=Path))
+@click.option("--edit", "edits", multiple=True, required=True, metavar="NAME=STRENGTH",
+              help="Direction (a name from `directions list` or a .npz) and strength in standard deviations of "
+                   "the population along it, e.g. smile=2 (repeatable; edits add up).")
+@click.option("--network", default="bundled:heads", show_default=True,
+              help="The generator the latent was inverted with.")
+@click.option("--rows", default=None, help="Apply only on these W+ rows: all, nerf, geometry, appearance, "
+              "upsampler, or a list like 0-3,7 (default: each direction's own rows).")
+@click.option("--directions", "extra", multiple=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Also look up direction names in this folder (repeatable).")
+@click.option("--views", default="-30:30:5", show_default=True,
+              help="Yaws of the before/after sheet: START:STOP:COUNT or a list, degrees.")
+@click.option("--pitches", default=None, help="Also write grid.png over these pitches (same syntax).")
+@click.option("--sweep", is_flag=True, help="Also write sweep.gif and sweep.mp4 of the edited face.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("edited"),
+              show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@_friendly_errors
+def edit(latent: Path, edits: tuple[str, ...], network: str, rows: str | None, extra: tuple[Path, ...], views: str,
+         pitches: str | None, sweep: bool, out_dir: Path, device: str) -> None:
+    """Edit an inverted LATENT (.npz) and render it: latent.npz, edited.png, before_after.png (+ grid, sweep)."""
+    from stylenerf_edit.editing.outputs import edit_latent_file, parse_views
+
+    result = edit_latent_file(latent, edits, out_dir, network=network, rows=rows, directions=extra,
+                              yaws=parse_views(views), pitches=parse_views(pitches) if pitches else None,
+                              sweep=sweep, device=device)
+    click.echo(f"{', '.join(result.latent.extra['edits'])}: " + " ".join(str(f) for f in result.files))
+
+
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("demo"),
+              show_default=True)
+@click.option("--photo", type=click.Path(path_type=Path), default=None,
+              help="Your own photo instead of the shipped procedural one (detected and aligned).")
+@click.option("--network", default="bundled:heads", show_default=True)
+@click.option("--steps", type=click.IntRange(1, 100_000), default=InversionConfig.steps, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@_friendly_errors
+def demo(out_dir: Path, photo: Path | None, network: str, steps: int, device: str) -> None:
+    """The whole job in one command: invert a photo, edit smile and age, render new views, write index.html."""
+    from stylenerf_edit.demo import run_demo
+
+    result = run_demo(out_dir, photo=photo, network=network, steps=steps, device=device)
+    click.echo(f"wrote {result.overview} and {result.index} (fit PSNR {result.metrics['psnr']:.2f} dB)")
+
+
 if __name__ == "__main__":
     main()

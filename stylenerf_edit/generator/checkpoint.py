@@ -303,6 +303,13 @@ def resolve_network(network: str | Path) -> Path:
                           f"({known}); pass a .pkl, a converted directory, or a model name")
 
 
+def model_directory(network: str | Path) -> Path:
+    """Where a model's side files live (pose calibration, pose predictor, edit directions): its own directory,
+    or the folder of a pickle."""
+    path = resolve_network(network)
+    return path if path.is_dir() else path.parent
+
+
 def load_with_info(network: str | Path = DEFAULT_NETWORK, device: str | torch.device = "cpu", key: str = "G_ema") -> tuple[Generator, GeneratorInfo]:
     """Load a generator and describe it (see :func:`load_generator`)."""
     path = resolve_network(network)

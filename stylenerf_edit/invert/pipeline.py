@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from stylenerf_edit.editing.video import save_png, to_uint8, write_mp4
 from stylenerf_edit.errors import StyleNerfEditError
 from stylenerf_edit.generator.camera import Camera
-from stylenerf_edit.generator.checkpoint import GeneratorInfo, load_with_info, resolve_device, resolve_network
+from stylenerf_edit.generator.checkpoint import (GeneratorInfo, load_with_info, model_directory, resolve_device,
+                                                 resolve_network)
 from stylenerf_edit.generator.network import Generator
 
 from .align import AlignedFace, align_photo, aligned_input, paste_back
@@ -63,12 +64,6 @@ def prepare_photo(path: str | Path, resolution: int, *, aligned: bool = False, f
                                                                          backend=landmarks)
     target = torch.from_numpy(np.array(face.image)).permute(2, 0, 1).float() / 127.5 - 1
     return PreparedPhoto(path, face, target)
-
-
-def model_directory(network: str | Path) -> Path:
-    """Where a model's side files (pose calibration, pose predictor) live: its directory, or a pickle's folder."""
-    path = resolve_network(network)
-    return path if path.is_dir() else path.parent
 
 
 def calibration_path(network: str | Path) -> Path:

@@ -1,0 +1,100 @@
+"""What an edit writes: the edited latent, stills, a before/after sheet over views, a view grid, sweeps.
+
+``edit_latent_file`` is the library side of ``stylenerf-edit edit``; every option has the CLI's default.
+Files in ``out_dir``:
+
+    latent.npz          the edited latent (camera and background kept, the edits recorded in its metadata)
+    edited.png          the edited face at the latent's own camera
+    before_after.png    top row the original, bottom row the edit, one column per yaw in ``yaws``
+    grid.png            the edit over yaws x pitches (when ``pitches`` is given)
+    sweep.gif/.mp4      a yaw sweep of the edit (with ``sweep``)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from stylenerf_edit.errors import StyleNerfEditError
+from stylenerf_edit.generator.camera import Camera
+from stylenerf_edit.generator.checkpoint import load_with_info, resolve_device
+from stylenerf_edit.generator.network import Generator
+from stylenerf_edit.invert.latent import Latent, load_latent, save_latent
+
+from .edit import Edit, edit_latent, parse_edit, row_group
+from .video import contact_sheet, pingpong, save_png, write_gif, write_mp4
+from .views import render_views, view_grid, yaw_sweep
+
+
+def parse_views(spec: str) -> list[float]:
+    """Angles in degrees: ``"-30:30:7"`` (7 evenly from -30 to 30), ``"-20,0,20"`` or ``"15"``."""
+    try:
+        if ":" in spec:
+            lo, hi, n = spec.split(":")
+            if int(n) < 1:
+                raise ValueError
+            return [float(v) for v in np.linspace(float(lo), float(hi), int(n))]
+        return [float(v) for v in spec.split(",")]
+    except ValueError:
+        raise StyleNerfEditError(f"views {spec!r}: expected START:STOP:COUNT (e.g. -30:30:7) or a list like "
+                                 "-20,0,20 (degrees)") from None
+
+
+def render_latent(G: Generator, latent: Latent, cameras: Sequence[Camera]) -> np.ndarray:
+    """A latent through every camera -> [N, H, W, 3] uint8."""
+    ws = torch.from_numpy(latent.ws)[None].to(G.device)
+    bg = torch.from_numpy(latent.bg_code)[None].to(G.device)
+    return render_views(G, ws, bg, cameras)
+
+
+@dataclass
+class EditOutputs:
+    """The edited latent and the files written for it."""
+
+    latent: Latent
+    files: list[Path] = field(default_factory=list)
+
+
+def write_edit_outputs(G: Generator, original: Latent, edited: Latent, out_dir: str | Path,
+                       yaws: Sequence[float] = (-30.0, -15.0, 0.0, 15.0, 30.0),
+                       pitches: Sequence[float] | None = None, sweep: bool = False, frames: int = 24,
+                       max_yaw: float = 30.0) -> list[Path]:
+    """Write the files listed in the module docstring for an original latent and its edit."""
+    out = Path(out_dir)
+    files = [save_latent(edited, out / "latent.npz"),
+             save_png(render_latent(G, edited, [edited.camera])[0], out / "edited.png")]
+    views = [edited.camera.with_(yaw=y) for y in yaws]
+    before, after = render_latent(G, original, views), render_latent(G, edited, views)
+    files.append(save_png(contact_sheet([*before, *after], columns=len(views)), out / "before_after.png"))
+    if pitches:
+        grid = render_latent(G, edited, view_grid(yaws, pitches, edited.camera))
+        files.append(save_png(contact_sheet(list(grid), columns=len(yaws)), out / "grid.png"))
+    if sweep:
+        loop = pingpong(list(render_latent(G, edited, yaw_sweep(frames, max_yaw, edited.camera.pitch,
+                                                                 edited.camera))))
+        files += [write_gif(loop, out / "sweep.gif"), write_mp4(loop, out / "sweep.mp4", fps=24)]
+    return files
+
+
+def edit_latent_file(latent_path: str | Path, edits: Sequence[str], out_dir: str | Path,
+                     network: str | Path = "bundled:heads", rows: str | None = None,
+                     directions: Sequence[str | Path] = (), yaws: Sequence[float] = (-30.0, -15.0, 0.0, 15.0, 30.0),
+                     pitches: Sequence[float] | None = None, sweep: bool = False, frames: int = 24,
+                     max_yaw: float = 30.0, device: str | None = None) -> EditOutputs:
+    """Load a latent, apply ``edits`` (``"smile=2"``; a name from the model's directions or a ``.npz``) on
+    ``rows`` (a group or list, see :func:`~stylenerf_edit.editing.edit.row_group`; default: each direction's
+    own rows) and write the outputs."""
+    from stylenerf_edit.directions.library import resolve_direction
+
+    G, info = load_with_info(network, device=resolve_device(device))
+    original = load_latent(latent_path, generator=info)
+    chosen = None if rows is None else tuple(row_group(G.cfg, rows))
+    parsed = [parse_edit(e) for e in edits]
+    applied = [Edit(resolve_direction(name, network, info, directions), strength, chosen) for name, strength in parsed]
+    edited = edit_latent(original, applied)
+    files = write_edit_outputs(G, original, edited, out_dir, yaws, pitches, sweep, frames, max_yaw)
+    return EditOutputs(edited, files)
