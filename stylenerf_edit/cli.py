@@ -227,7 +227,8 @@ def invert(photos: tuple[Path, ...], network: str, out_dir: Path, steps: int, al
             click.echo(f"{o.out_dir}  yaw {c.yaw:+.1f} pitch {c.pitch:+.1f}  PSNR {o.metrics['psnr']:.2f} dB  "
                        f"LPIPS {o.metrics['lpips']:.3f}")
     if failed:
-        click.echo(f"{failed} of {len(outcomes)} photos failed; the others were written to {out_dir}", err=True)
+        rest = "nothing was written" if failed == len(outcomes) else f"the others were written to {out_dir}"
+        click.echo(f"{failed} of {len(outcomes)} photos failed; {rest}", err=True)
         sys.exit(1)
 
 

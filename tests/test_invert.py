@@ -305,3 +305,11 @@ def test_cli_invert_bad_requests(tmp_path):
     assert result.exit_code == 2 and "YAW,PITCH" in result.output
     result = _run("invert", str(tiny), "--aligned", "--network", str(tmp_path / "nope.pkl"))
     assert result.exit_code == 1 and "nope.pkl" in result.output
+
+
+def test_cli_calibrate_pose_refuses_a_model_without_detectable_faces(tmp_path):
+    """dlib finds no face in the bundled model's cartoon heads: the calibration says so instead of fitting noise."""
+    result = _run("calibrate-pose", "--n", "4")
+    assert result.exit_code == 1, result.output
+    assert "too few of 4 samples" in result.output and "--pose search" in result.output
+    assert len(result.output.strip().splitlines()) == 1

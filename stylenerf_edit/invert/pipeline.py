@@ -235,7 +235,7 @@ def invert_photos(photos: Sequence[str | Path], out_dir: str | Path, network: st
         except StyleNerfEditError as e:
             outcomes[i].error = str(e)
     steps = options.config.steps
-    bar = tqdm(total=len(prepared) * steps, unit="step", desc="inverting", disable=not progress,
+    bar = tqdm(total=len(prepared) * steps, unit="step", desc="inverting", disable=not (progress and prepared),
                dynamic_ncols=True)
     for start in range(0, len(prepared), options.batch_size):
         chunk = prepared[start:start + options.batch_size]

@@ -1,0 +1,193 @@
+"""Edits on the bundled model: row groups, strengths, shipped directions, the edit/directions/demo commands."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from stylenerf_edit.cli import main
+from stylenerf_edit.directions.library import available_directions, resolve_direction
+from stylenerf_edit.directions.svm import Direction, DirectionError
+from stylenerf_edit.editing.edit import (Edit, EditError, apply_edits, edit_latent, interpolate, parse_edit,
+                                         row_group, style_mix)
+from stylenerf_edit.editing.outputs import parse_views
+from stylenerf_edit.generator.camera import Camera
+from stylenerf_edit.generator.checkpoint import load_with_info
+from stylenerf_edit.invert.latent import GeneratorRef, Latent
+from stylenerf_edit.synthetic.predictor import AttributePredictor
+
+SHIPPED = ("smile", "age", "glasses", "hair_color")
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load_with_info("bundled:heads")
+
+
+def _direction(info, axis: int = 0, spread: float = 2.0) -> Direction:
+    v = np.zeros(512, dtype=np.float32)
+    v[axis] = 1
+    return Direction(attribute=f"axis{axis}", vector=v, space="w", rows=None, offset=0.0, spread=spread,
+                     generator=GeneratorRef.from_info(info))
+
+
+def _latent(G, info, seed: int = 0) -> Latent:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        ws = G.mapping(G.sample_z(1, gen), truncation_psi=0.7)[0]
+    return Latent(ws=ws.numpy(), camera=Camera(yaw=10.0), bg_code=G.sample_bg_code(1, gen)[0].numpy(),
+                  generator=GeneratorRef.from_info(info), source=f"seed {seed}")
+
+
+def test_row_groups_of_the_bundled_model(bundled):
+    G, _ = bundled
+    assert G.num_ws == 9 and G.cfg.fg_layers == 4
+    assert row_group(G.cfg, "geometry") == [0, 1, 2, 3, 4]
+    assert row_group(G.cfg, "appearance") == [5]
+    assert row_group(G.cfg, "nerf") == [0, 1, 2, 3, 4, 5]
+    assert row_group(G.cfg, "upsampler") == [6, 7, 8]
+    assert row_group(G.cfg, "all") == list(range(9))
+    assert row_group(G.cfg, "0-2, 7") == [0, 1, 2, 7]
+    for bad in ("colour", "3-x", "0-9", ""):
+        with pytest.raises(EditError):
+            row_group(G.cfg, bad)
+
+
+def test_parse_edit_and_views():
+    assert parse_edit("smile=+2") == ("smile", 2.0)
+    assert parse_edit("dirs/my=dir.npz=-1.5") == ("dirs/my=dir.npz", -1.5)
+    for bad in ("smile", "=2", "smile=lots", "smile=nan"):
+        with pytest.raises(EditError, match="NAME=STRENGTH"):
+            parse_edit(bad)
+    assert parse_views("-30:30:5") == [-30.0, -15.0, 0.0, 15.0, 30.0]
+    assert parse_views("-20,0,20") == [-20.0, 0.0, 20.0]
+    with pytest.raises(Exception, match="START:STOP:COUNT"):
+        parse_views("a:b")
+
+
+def test_strength_counts_standard_deviations_on_the_chosen_rows(bundled):
+    G, info = bundled
+    d = _direction(info, axis=3, spread=2.5)
+    ws = torch.zeros(2, 9, 512)
+    out = apply_edits(ws, [Edit(d, 2.0, rows=(6, 7, 8))])
+    assert out.shape == ws.shape
+    assert torch.equal(out[:, :6], ws[:, :6])
+    assert torch.allclose(out[:, 6:, 3], torch.full((2, 3), 5.0)) and out[:, 6:].abs().sum() == 15.0 * 2
+    both = apply_edits(ws[0], [Edit(d, 1.0), Edit(_direction(info, axis=4, spread=1.0), -1.0)])
+    assert torch.allclose(both[:, 3], torch.full((9,), 2.5)) and torch.allclose(both[:, 4], torch.full((9,), -1.0))
+    d_plain = replace(d, spread=float("nan"))
+    with pytest.raises(EditError, match="spread"):
+        apply_edits(ws, [Edit(d_plain, 1.0)])
+
+
+def test_edit_latent_keeps_camera_background_and_records_edits(bundled):
+    G, info = bundled
+    latent = _latent(G, info)
+    edited = edit_latent(latent, [Edit(_direction(info), 1.0)])
+    assert edited.camera == latent.camera and np.array_equal(edited.bg_code, latent.bg_code)
+    assert edited.extra["edits"] == ["axis0 +1"] and edited.source == latent.source
+    np.testing.assert_allclose(edited.ws[:, 0] - latent.ws[:, 0], 2.0, rtol=1e-6)
+    foreign = replace(_direction(info), generator=replace(GeneratorRef.from_info(info), name="ffhq_256",
+                                                           weights_sha256="f" * 64))
+    with pytest.raises(EditError, match="ffhq_256"):
+        edit_latent(latent, [Edit(foreign, 1.0)])
+
+
+def test_style_mix_and_interpolation(bundled):
+    G, info = bundled
+    a, b = _latent(G, info, 1), replace(_latent(G, info, 2), camera=Camera(yaw=-20.0, pitch=4.0))
+    mixed = style_mix(torch.from_numpy(a.ws), torch.from_numpy(b.ws), row_group(G.cfg, "upsampler"))
+    assert torch.equal(mixed[:6], torch.from_numpy(a.ws[:6])) and torch.equal(mixed[6:], torch.from_numpy(b.ws[6:]))
+    half = interpolate(a, b, 0.5)
+    np.testing.assert_allclose(half.ws, (a.ws + b.ws) / 2, rtol=1e-6)
+    assert half.camera.yaw == pytest.approx(-5.0) and half.camera.pitch == pytest.approx(2.0)
+    assert interpolate(a, b, 0.0).ws.tobytes() == a.ws.tobytes()
+
+
+@pytest.mark.parametrize("attribute", ["smile", "age", "hair_color"])
+def test_shipped_directions_move_the_predictor_score(bundled, attribute):
+    """Edits of +-2 on eight held-out latents move the bundled predictor's reading the right way."""
+    G, info = bundled
+    d = resolve_direction(attribute, "bundled:heads", info)
+    assert d.val_accuracy >= 0.9 and d.generator.weights_sha256 == info.weights_sha256
+    gen = torch.Generator().manual_seed(99)
+    with torch.no_grad():
+        ws = G.mapping(G.sample_z(8, gen), truncation_psi=0.7)
+        bg = G.sample_bg_code(8, gen)
+        cams = [G.camera_prior.frontal()] * 8
+        lo, hi = (G.synthesize(apply_edits(ws, [Edit(d, s)]), cams, bg).img for s in (-2.0, 2.0))
+    predictor = AttributePredictor.from_pretrained()
+    change = predictor.predict(hi)[attribute] - predictor.predict(lo)[attribute]
+    assert (change > 0).float().mean() >= 0.75 and change.mean() > 0.1, change
+
+
+def test_shipped_directions_are_listed(bundled):
+    found = available_directions("bundled:heads")
+    assert set(SHIPPED) <= set(found)
+    result = CliRunner().invoke(main, ["directions", "list"])
+    assert result.exit_code == 0 and all(name in result.output for name in SHIPPED)
+    _, info = bundled
+    with pytest.raises(DirectionError, match="no direction named 'beard'"):
+        resolve_direction("beard", "bundled:heads", info)
+
+
+def _inverted(tmp_path: Path) -> Path:
+    from stylenerf_edit.synthetic.dataset import demo_photos
+
+    result = CliRunner().invoke(main, ["invert", str(demo_photos()[1]), "--aligned", "--steps", "2", "--out",
+                                       str(tmp_path / "inv")])
+    assert result.exit_code == 0, result.output
+    return tmp_path / "inv" / demo_photos()[1].stem / "latent.npz"
+
+
+def test_cli_edit_writes_its_files(tmp_path):
+    latent = _inverted(tmp_path)
+    out = tmp_path / "edited"
+    result = CliRunner().invoke(main, ["edit", str(latent), "--edit", "smile=2", "--edit", "age=-1", "--rows",
+                                       "nerf", "--views", "-20:20:3", "--pitches", "-10,10", "--sweep", "--out",
+                                       str(out)])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {"latent.npz", "edited.png", "before_after.png", "grid.png",
+                                               "sweep.gif", "sweep.mp4"}
+    assert Image.open(out / "before_after.png").size == (3 * 64, 2 * 64)
+    assert Image.open(out / "grid.png").size == (3 * 64, 2 * 64)
+    result = CliRunner().invoke(main, ["edit", str(latent), "--edit", "beard=1", "--out", str(out)])
+    assert result.exit_code == 1 and "no direction named 'beard'" in result.output
+    result = CliRunner().invoke(main, ["edit", str(tmp_path / "none.npz"), "--edit", "smile=1"])
+    assert result.exit_code == 1 and "no such latent file" in result.output
+
+
+def test_cli_directions_train_and_use_the_result(tmp_path):
+    out = tmp_path / "dirs"
+    result = CliRunner().invoke(main, ["directions", "train", "--attribute", "age", "--condition", "yaw",
+                                       "--samples", "60", "--ratio", "0.3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "age.npz").is_file() and "validation accuracy" in result.output
+    assert len(list((out / "samples").glob("chunk_*.npz"))) == 1
+    latent = _inverted(tmp_path)
+    result = CliRunner().invoke(main, ["edit", str(latent), "--edit", f"{out / 'age.npz'}=1", "--out",
+                                       str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["directions", "train", "--attribute", "beard", "--samples", "60",
+                                       "--out", str(out)])
+    assert result.exit_code == 1 and "beard" in result.output
+
+
+def test_cli_demo(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--steps", "2", "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    demo = tmp_path / "demo"
+    overview = Image.open(demo / "overview.png")
+    assert overview.size[1] == 6 * 128      # photo/fit, views, four edits
+    html = (demo / "index.html").read_text()
+    assert "overview.png" in html and "smile+2/sweep.gif" in html
+    assert (demo / "age-2" / "sweep.mp4").is_file() and (demo / "inversion").is_dir()
+    metrics = json.loads(next((demo / "inversion").glob("*/metrics.json")).read_text())
+    assert metrics["pose_method"] == "predictor"
