@@ -367,5 +367,48 @@ def demo(out_dir: Path, photo: Path | None, network: str, steps: int, device: st
     click.echo(f"wrote {result.overview} and {result.index} (fit PSNR {result.metrics['psnr']:.2f} dB)")
 
 
+@main.command()
+@click.argument("input_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Output folder: one folder per photo, mirroring INPUT_DIR, and manifest.sqlite.")
+@click.option("--edit", "edits", multiple=True, metavar="NAME=STRENGTH",
+              help="Also write edits/NAME±STRENGTH/ per photo (repeatable; each edit applied on its own).")
+@click.option("--views", default="-30:30:5", show_default=True,
+              help="Yaws of each edit's before/after sheet: START:STOP:COUNT or a list, degrees.")
+@click.option("--network", default="bundled:heads", show_default=True,
+              help="Official .pkl, converted directory, or model name (bundled:heads, ffhq_256, …).")
+@click.option("--steps", type=click.IntRange(1, 100_000), default=InversionConfig.steps, show_default=True)
+@click.option("--aligned", is_flag=True, help="Photos are already aligned square crops: no face detection.")
+@click.option("--batch-size", type=click.IntRange(1, 256), default=4, show_default=True,
+              help="Photos optimised together.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Local: worker processes, one device each [1: this process]. Ray: tasks in flight "
+                   "[the cluster's GPUs, else CPUs].")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--address", default=None, help="Ray cluster address (--engine ray); default: a local instance.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Process at most N photos this run.")
+@click.option("--dry-run", is_flag=True, help="List what would be processed; change nothing.")
+@click.option("--retry-failed", is_flag=True, help="Retry photos that failed before with the same settings.")
+@click.option("--force", is_flag=True, help="Redo photos that were done with other settings.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cpu, cuda, cuda:1, or a list cuda:0,cuda:1 for local workers.")
+@_friendly_errors
+def batch(input_dir: Path, out_dir: Path, edits: tuple[str, ...], views: str, network: str, steps: int,
+          aligned: bool, batch_size: int, workers: int | None, engine: str, address: str | None, limit: int | None,
+          dry_run: bool, retry_failed: bool, force: bool, device: str) -> None:
+    """Invert (and edit) every photo under INPUT_DIR; resumable: a rerun skips finished photos."""
+    from stylenerf_edit.batch import BatchOptions, format_plan, format_summary, run_batch
+    from stylenerf_edit.invert.pipeline import InvertOptions
+
+    options = BatchOptions(invert=InvertOptions(config=InversionConfig(steps=steps), aligned=aligned,
+                                                batch_size=batch_size),
+                           edits=edits, views=views, engine=engine, workers=workers, address=address,
+                           device=device, limit=limit, dry_run=dry_run, retry_failed=retry_failed, force=force)
+    report = run_batch(input_dir, out_dir, network, options)
+    click.echo(format_plan(report) if dry_run else format_summary(report))
+    if not dry_run and not report.ok:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

@@ -165,7 +165,7 @@ def output_dirs(photos: Sequence[Path], out_dir: Path) -> list[Path]:
     return dirs
 
 
-class _VideoRecorder:
+class VideoRecorder:
     """Target | current reconstruction frames at evenly spaced steps, scaled up to at least 256 px."""
 
     def __init__(self, targets: torch.Tensor, steps: int, frames: int):
@@ -184,7 +184,7 @@ class _VideoRecorder:
                 self.frames[i].append(np.concatenate([self.targets[i], img], axis=1))
 
 
-def _write_photo(result: InversionResult, prepared: PreparedPhoto, out: Path, info: GeneratorInfo,
+def write_photo_outputs(result: InversionResult, prepared: PreparedPhoto, out: Path, info: GeneratorInfo,
                  initial: tuple[Camera, str], options: InvertOptions, seconds: float,
                  frames: list[np.ndarray] | None) -> dict[str, float]:
     out.mkdir(parents=True, exist_ok=True)
@@ -245,7 +245,7 @@ def invert_photos(photos: Sequence[str | Path], out_dir: str | Path, network: st
             initial = [(G.camera_prior.frontal().with_(yaw=yaw, pitch=pitch), "given")] * len(batch)
         else:
             initial = estimate_cameras(G, network, batch, options.pose, lpips)
-        recorder = _VideoRecorder(torch.stack([p.target for p in batch]), steps, options.video_frames) \
+        recorder = VideoRecorder(torch.stack([p.target for p in batch]), steps, options.video_frames) \
             if options.save_video else None
 
         def on_step(step: int, terms: dict[str, torch.Tensor], images: torch.Tensor) -> None:
@@ -260,7 +260,7 @@ def invert_photos(photos: Sequence[str | Path], out_dir: str | Path, network: st
         seconds = (time.time() - t0) / len(batch)
         for k, ((i, p), result) in enumerate(zip(chunk, results)):
             frames = recorder.frames[k] if recorder is not None else None
-            outcomes[i].metrics = _write_photo(result, p, outcomes[i].out_dir, info, initial[k], options, seconds,
+            outcomes[i].metrics = write_photo_outputs(result, p, outcomes[i].out_dir, info, initial[k], options, seconds,
                                                frames)
             outcomes[i].camera = result.camera
     bar.close()
