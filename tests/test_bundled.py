@@ -60,8 +60,8 @@ def test_predictor_reads_the_pose_off_the_models_renders(pairs) -> None:
     assert (pred["yaw"] - yaw).abs().mean() < 5.0
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: the shipped model renders no glasses rims yet (64 px, 10.9k "
-                                       "distillation steps); see MODEL_CARD.md 'What it is not'")
+@pytest.mark.xfail(strict=True, reason="known gap: the shipped model renders no glasses rims yet (64 px, two-stage "
+                                       "CPU distillation); see MODEL_CARD.md 'What it is not'")
 def test_predictor_sees_the_glasses_the_world_has(pairs) -> None:
     z, _, fake, _ = pairs
     pred = AttributePredictor.from_pretrained().predict(fake)

@@ -335,7 +335,8 @@ def test_label_samples_stores_reloads_and_resumes(bundled, prior_dir: Path, tmp_
         load_labels(tmp_path, "mean")
     _one_line_error(e, "label the samples again")
     grown = label_samples(tmp_path, labeler, progress=False)
-    assert labeler.seen == 12 + 7 and np.array_equal(grown["brightness"][:7], labels["brightness"])
+    # The remade chunk re-renders samples 5-6 in another batch: up to one grey level apart (see sample_latents).
+    assert labeler.seen == 12 + 7 and np.allclose(grown["brightness"][:7], labels["brightness"], atol=0.01)
     predicted = label_samples(prior_dir, PredictorLabeler(), progress=False)
     assert set(load_labels(prior_dir, "predictor")) == set(predicted) and np.isfinite(predicted["yaw"]).all()
     scores = tmp_path / "scores.csv"

@@ -191,7 +191,7 @@ def test_inversion_reaches_a_psnr_floor_and_is_deterministic(bundled, lpips):
     start = psnr(G.synthesize(G.mapping.w_avg.expand(2, G.num_ws, -1), cams,
                               torch.zeros(2, G.cfg.bg_code_dim)).img.detach(), target)
     first = invert(G, target, cams, lpips, config)
-    assert all(r.metrics["psnr"] > 27 for r in first), [r.metrics for r in first]
+    assert all(r.metrics["psnr"] > 24 and r.metrics["lpips"] < 0.05 for r in first), [r.metrics for r in first]
     assert all(r.metrics["psnr"] > s + 5 for r, s in zip(first, start))
     # Batch mates do not change a result (up to float reduction order, which the steps amplify a little).
     alone = invert(G, target[1:], cams[1:], lpips, config)[0]

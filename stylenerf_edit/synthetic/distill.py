@@ -207,9 +207,14 @@ def export(out_dir: Path, target: Path) -> Path:
     with torch.no_grad():  # truncation centre: the mean w of the final mapping network
         z = torch.randn(20000, G.cfg.z_dim, generator=torch.Generator().manual_seed(123))
         G.mapping.w_avg.copy_(G.mapping(z)[:, 0].mean(0))
-    return save_pretrained(G.eval(), target, source={"trained_by": "stylenerf_edit.synthetic.distill",
-                                                    "steps": state["step"], "minutes": round(state["elapsed"] / 60, 1),
-                                                    "train_config": state["train_config"]})
+    source = {"trained_by": "stylenerf_edit.synthetic.distill", "steps": state["step"],
+              "minutes": round(state["elapsed"] / 60, 1), "train_config": state["train_config"]}
+    init = state["train_config"].get("init")
+    if init:   # a continued run: record the run it started from as well
+        first = torch.load(init, weights_only=False)
+        source["started_from"] = {"steps": first["step"], "minutes": round(first["elapsed"] / 60, 1),
+                                  "train_config": first["train_config"]}
+    return save_pretrained(G.eval(), target, source=source)
 
 
 def main() -> None:
