@@ -60,10 +60,10 @@ def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, netw
              edits: Sequence[str] = DEMO_EDITS, steps: int = InversionConfig.steps,
              yaws: Sequence[float] = (-30.0, -15.0, 0.0, 15.0, 30.0), device: str | None = None,
              progress: bool = True) -> DemoResult:
-    """Invert ``photo`` (default: the first shipped procedural photo, already aligned), edit it and render it."""
+    """Invert ``photo`` (default: a shipped, near-frontal procedural photo, already aligned), edit it and render it."""
     out = Path(out_dir)
     shipped = photo is None
-    photo = Path(photo) if photo is not None else demo_photos()[0]
+    photo = Path(photo) if photo is not None else demo_photos()[1]   # the near-frontal one
     options = InvertOptions(config=InversionConfig(steps=steps), aligned=shipped, paste_back=not shipped)
     outcome = invert_photos([photo], out / "inversion", network, options, device=device, progress=progress)[0]
     if outcome.error:
