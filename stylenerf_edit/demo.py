@@ -22,6 +22,7 @@ from stylenerf_edit.editing.edit import Edit, edit_latent
 from stylenerf_edit.editing.outputs import render_latent, write_edit_outputs
 from stylenerf_edit.editing.video import save_png
 from stylenerf_edit.errors import StyleNerfEditError
+from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import load_with_info, resolve_device
 from stylenerf_edit.invert.latent import load_latent
 from stylenerf_edit.invert.optimize import InversionConfig
@@ -89,7 +90,8 @@ def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, netw
     return DemoResult(out, overview, index, outcome.metrics)
 
 
-def _write_index(out: Path, photo: Path, metrics: dict[str, float], camera, cards) -> Path:
+def _write_index(out: Path, photo: Path, metrics: dict[str, float], camera: Camera,
+                 cards: Sequence[tuple[str, Path]]) -> Path:
     e = html.escape
     items = "\n".join(
         f'<figure><figcaption>{e(label)}</figcaption><img src="{e(str(folder))}/sweep.gif" width="256">'

@@ -61,7 +61,6 @@ def test_pitch_and_yaw_move_the_view_as_documented() -> None:
     p = HeadParams.neutral(3)
     out = render(p, [Camera(), Camera(pitch=15), Camera(yaw=25)], res=128)
     rows = torch.arange(128.0)[:, None]
-    cols = torch.arange(128.0)[None, :]
     m = out.mask[:, 0]
     centre_row = (m * rows).sum((1, 2)) / m.sum((1, 2))
     assert centre_row[1] > centre_row[0] + 2

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from stylenerf_edit.generator.camera import CameraPrior, stack_cameras
+from stylenerf_edit.generator.camera import stack_cameras
 from stylenerf_edit.generator.checkpoint import save_pretrained
 from stylenerf_edit.generator.network import Generator, GeneratorConfig
 from stylenerf_edit.metrics import psnr
