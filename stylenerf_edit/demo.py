@@ -22,6 +22,7 @@ from stylenerf_edit.editing.edit import Edit, edit_latent
 from stylenerf_edit.editing.outputs import render_latent, write_edit_outputs
 from stylenerf_edit.editing.video import save_png
 from stylenerf_edit.errors import StyleNerfEditError
+from stylenerf_edit.files import write_text
 from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import load_with_info, resolve_device
 from stylenerf_edit.invert.latent import load_latent
@@ -111,8 +112,4 @@ camera yaw {camera.yaw:+.1f}°, pitch {camera.pitch:+.1f}°.</p>
 <pre>{e(json.dumps(metrics, indent=1))}</pre>
 </body></html>
 """
-    path = out / "index.html"
-    tmp = out / ".index.html.partial"
-    tmp.write_text(page)
-    tmp.replace(path)
-    return path
+    return write_text(out / "index.html", page)

@@ -74,7 +74,7 @@ def test_latent_round_trip(tmp_path, bundled):
     assert back.alignment == latent.alignment and back.metrics == latent.metrics and back.extra == latent.extra
     np.testing.assert_allclose(back.loss_history["total"], np.linspace(1, 0, 5), rtol=1e-6)
     assert back.source == "photo.jpg" and back.tool_version
-    assert not list(tmp_path.glob("a/.*tmp"))   # the atomic write leaves nothing behind
+    assert not list(tmp_path.glob("a/.*partial"))   # the atomic write leaves nothing behind
 
 
 def test_latent_validation(tmp_path, bundled):

@@ -40,11 +40,12 @@ from tqdm import tqdm
 
 from stylenerf_edit import __version__
 from stylenerf_edit.errors import StyleNerfEditError, one_line
+from stylenerf_edit.files import save_npz
 from stylenerf_edit.invert.landmarks import detect_faces
 from stylenerf_edit.invert.pose import PoseError, raw_pose_from_landmarks
 from stylenerf_edit.synthetic.predictor import ATTRIBUTES, WEIGHTS_NAME, AttributePredictor, bundled_dir
 
-from .sample import chunk_ranges, load_chunk, read_meta, save_npz
+from .sample import chunk_ranges, load_chunk, read_meta
 
 LABELS_FORMAT = "stylenerf-edit-labels"
 LABELS_FORMAT_VERSION = 1

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from tqdm import tqdm
 from stylenerf_edit import __version__
 from stylenerf_edit.editing.video import to_uint8
 from stylenerf_edit.errors import StyleNerfEditError
+from stylenerf_edit.files import save_npz, write_text
 from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import GeneratorInfo
 from stylenerf_edit.generator.network import Generator
@@ -85,21 +85,6 @@ class SampleSet:
         """The camera of the ``i``-th sample of this set."""
         yaw, pitch, radius, fov = (float(v) for v in self.cameras[i])
         return Camera(yaw=yaw, pitch=pitch, radius=radius, fov=fov)
-
-
-def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``arrays`` to ``path`` atomically (temporary name + rename): readers never see a partial file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    tmp.replace(path)
-    return path
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def _key(meta: dict[str, Any]) -> str:
@@ -279,7 +264,7 @@ def sample_latents(G: Generator, info: GeneratorInfo, out_dir: str | Path, n: in
     out.mkdir(parents=True, exist_ok=True)
     meta = _new_meta(G, info, n, seed, truncation_psi, cameras, chunk_size, image_size)
     _check_same_settings(out, meta)
-    _write_json(out / META_NAME, meta)
+    write_text(out / META_NAME, json.dumps(meta, indent=2) + "\n")
     ranges = chunk_ranges(meta)
     todo = [(k, r) for k, r in enumerate(ranges) if not _is_complete(chunk_path(out, k), meta, r)]
     with tqdm(total=n, initial=n - sum(len(r) for _, r in todo), unit="sample", desc="sampling",

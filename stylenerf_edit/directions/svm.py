@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,6 +31,7 @@ import numpy as np
 
 from stylenerf_edit import __version__
 from stylenerf_edit.errors import StyleNerfEditError
+from stylenerf_edit.files import save_npz
 from stylenerf_edit.generator.checkpoint import GeneratorInfo
 from stylenerf_edit.invert.latent import GeneratorRef
 
@@ -490,11 +490,7 @@ def save_direction(direction: Direction, path: str | Path) -> Path:
     arrays = {"vector": d.vector, "meta": np.array(json.dumps(meta))}
     if d.center is not None:
         arrays["center"] = d.center
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    tmp.replace(path)
-    return path
+    return save_npz(path, arrays)
 
 
 def _float_array(data: Any, key: str, path: Path) -> np.ndarray:

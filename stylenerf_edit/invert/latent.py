@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 
 from stylenerf_edit import __version__
 from stylenerf_edit.errors import StyleNerfEditError
+from stylenerf_edit.files import save_npz
 from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import GeneratorInfo
 
@@ -90,11 +90,7 @@ def save_latent(latent: Latent, path: str | Path) -> Path:
     arrays = {"ws": latent.ws, "camera": np.array([c.yaw, c.pitch, c.radius, c.fov], dtype=np.float64),
               "bg_code": latent.bg_code, "meta": np.array(json.dumps(meta))}
     arrays.update({f"loss_{k}": np.asarray(v, dtype=np.float32) for k, v in latent.loss_history.items()})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    tmp.replace(path)
-    return path
+    return save_npz(path, arrays)
 
 
 def _array(data: Any, key: str, path: Path, ndim: int) -> np.ndarray:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from stylenerf_edit.editing.video import save_png, to_uint8, write_mp4
 from stylenerf_edit.errors import StyleNerfEditError
+from stylenerf_edit.files import write_text
 from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import (GeneratorInfo, load_with_info, model_directory, resolve_device,
                                                  resolve_network)
@@ -206,9 +207,7 @@ def write_photo_outputs(result: InversionResult, prepared: PreparedPhoto, out: P
               "camera": asdict(result.camera), "initial_camera": asdict(cam0), "pose_method": method,
               **result.metrics, "steps": options.config.steps, "seconds": round(seconds, 2),
               "config": asdict(options.config)}
-    tmp = out / ".metrics.json.partial"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(out / "metrics.json")
+    write_text(out / "metrics.json", json.dumps(report, indent=2) + "\n")
     return result.metrics
 
 
