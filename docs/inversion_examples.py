@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from stylenerf_edit.editing.video import contact_sheet, save_png, to_uint8
+from stylenerf_edit.images import contact_sheet, save_png, to_uint8
 from stylenerf_edit.generator import load_generator
 from stylenerf_edit.generator.camera import Camera, stack_cameras
 from stylenerf_edit.invert.latent import load_latent

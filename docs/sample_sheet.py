@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stylenerf_edit.editing.video import contact_sheet, pingpong, save_png, to_uint8, write_gif
+from stylenerf_edit.images import contact_sheet, pingpong, save_png, to_uint8, write_gif
 from stylenerf_edit.editing.views import yaw_sweep
 from stylenerf_edit.generator import load_generator
 from stylenerf_edit.generator.camera import stack_cameras

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from stylenerf_edit.directions.library import resolve_direction
 from stylenerf_edit.editing.edit import Edit, edit_latent
 from stylenerf_edit.editing.outputs import render_latent, write_edit_outputs
-from stylenerf_edit.editing.video import save_png
+from stylenerf_edit.images import save_png
 from stylenerf_edit.errors import StyleNerfEditError
 from stylenerf_edit.files import write_text
 from stylenerf_edit.generator.camera import Camera

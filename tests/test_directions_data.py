@@ -15,7 +15,7 @@ from stylenerf_edit.directions.labelers import (ClipLabeler, FileLabeler, Labele
                                                 PredictorLabeler, label_samples, load_labels, make_labeler,
                                                 mouth_scores)
 from stylenerf_edit.directions.sample import SampleSetError, chunk_path, load_samples, sample_latents
-from stylenerf_edit.editing.video import to_uint8
+from stylenerf_edit.images import to_uint8
 from stylenerf_edit.errors import StyleNerfEditError
 from stylenerf_edit.generator.checkpoint import load_with_info
 

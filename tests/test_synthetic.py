@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from stylenerf_edit.cli import main
-from stylenerf_edit.editing.video import to_uint8
+from stylenerf_edit.images import to_uint8
 from stylenerf_edit.generator.camera import Camera, stack_cameras
 from stylenerf_edit.synthetic.dataset import sample_latents
 from stylenerf_edit.synthetic.params import PARAM_RANGES, HeadParams, background_from_code, head_params_from_z

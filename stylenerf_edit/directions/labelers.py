@@ -109,7 +109,7 @@ class PredictorLabeler(Labeler):
         parts: dict[str, list[np.ndarray]] = {a: [] for a in self.attributes}
         for s in range(0, len(images), self.batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(images[s:s + self.batch_size])).to(self.device)
-            # u / 127.5 - 1 is the centre of the interval that ``editing.video.to_uint8`` maps to u.
+            # u / 127.5 - 1 is the centre of the interval that ``images.to_uint8`` maps to u.
             x = batch.permute(0, 3, 1, 2).float() / 127.5 - 1
             for a, v in self.model.predict(x).items():
                 parts[a].append(v.double().cpu().numpy())

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from stylenerf_edit import __version__
-from stylenerf_edit.editing.video import to_uint8
+from stylenerf_edit.images import to_uint8
 from stylenerf_edit.errors import StyleNerfEditError
 from stylenerf_edit.files import save_npz, write_text
 from stylenerf_edit.generator.camera import Camera

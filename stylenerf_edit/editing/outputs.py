@@ -26,7 +26,7 @@ from stylenerf_edit.generator.network import Generator
 from stylenerf_edit.invert.latent import Latent, load_latent, save_latent
 
 from .edit import Edit, edit_latent, parse_edit, row_group
-from .video import contact_sheet, pingpong, save_png, write_gif, write_mp4
+from stylenerf_edit.images import contact_sheet, pingpong, save_png, write_gif, write_mp4
 from .views import render_views, view_grid, yaw_sweep
 
 

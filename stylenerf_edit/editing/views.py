@@ -12,7 +12,7 @@ import torch
 from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.network import Generator
 
-from .video import contact_sheet, pingpong, save_png, to_uint8, write_gif, write_mp4
+from stylenerf_edit.images import contact_sheet, pingpong, save_png, to_uint8, write_gif, write_mp4
 
 
 def yaw_sweep(frames: int = 24, max_yaw: float = 30.0, pitch: float = 0.0, base: Camera | None = None) -> list[Camera]:

@@ -18,6 +18,7 @@ import torch
 
 from stylenerf_edit import __version__
 from stylenerf_edit.errors import CheckpointError
+from stylenerf_edit.files import atomic_path, write_text
 
 from .camera import CameraPrior
 from .download import MODELS, find_downloaded, models_dir
@@ -217,14 +218,11 @@ def save_pretrained(G: Generator, out_dir: str | Path, source: Mapping[str, Any]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in G.state_dict().items()}
-    tmp = out / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT_NAME})
-    tmp.replace(out / WEIGHTS_NAME)
+    with atomic_path(out / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT_NAME})
     config = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "tool_version": __version__,
               "weights_sha256": weights_sha256(state), "source": dict(source or {}), "generator": G.cfg.to_dict()}
-    tmp = out / (CONFIG_NAME + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    tmp.replace(out / CONFIG_NAME)
+    write_text(out / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     return out
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stylenerf_edit.editing.video import save_png, to_uint8, write_mp4
+from stylenerf_edit.images import save_png, to_uint8, write_mp4
 from stylenerf_edit.errors import StyleNerfEditError
 from stylenerf_edit.files import write_text
 from stylenerf_edit.generator.camera import Camera

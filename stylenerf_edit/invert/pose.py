@@ -181,7 +181,7 @@ def calibrate_pose(G: Generator, landmarks_fn: LandmarkFn, n: int = 200, seed: i
     """Fit a :class:`PoseCalibration` for ``G``: render ``n`` samples at known cameras (``cameras``, or draws
     from the pose prior), run ``landmarks_fn`` on each uint8 image [R, R, 3] (None when it finds no face) and
     fit the map from raw estimates to the truth."""
-    from stylenerf_edit.editing.video import to_uint8
+    from stylenerf_edit.images import to_uint8
 
     gen = torch.Generator().manual_seed(seed)
     cameras = list(cameras) if cameras is not None else G.camera_prior.sample(n, gen)

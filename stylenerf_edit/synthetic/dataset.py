@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from stylenerf_edit import __version__
-from stylenerf_edit.editing.video import save_png, to_uint8
+from stylenerf_edit.files import atomic_path, write_text
 from stylenerf_edit.generator.camera import Camera, CameraPrior, stack_cameras
+from stylenerf_edit.images import save_png, to_uint8
 
 from .params import BACKGROUND_CODE_SCALE, background_from_code, head_params_from_z
 from .renderer import render_heads
@@ -74,14 +75,11 @@ def synthesize(n: int, out_dir: str | Path, resolution: int = 256, seed: int = 0
             stem = f"{i:06d}"
             save_png(images[j], out / f"{stem}.png")
             if depth:
-                tmp = out / f".{stem}_depth.partial.npy"
-                np.save(tmp, render.depth[j, 0].numpy().astype(np.float32))
-                tmp.replace(out / f"{stem}_depth.npy")
+                with atomic_path(out / f"{stem}_depth.npy") as tmp, open(tmp, "wb") as f:
+                    np.save(f, render.depth[j, 0].numpy().astype(np.float32))
             sample = SynthSample(index=i, seed=seed, params=params.index(j), camera=asdict(cameras[j]),
                                  world_mat=world[j].tolist(), background=background[j].tolist(), resolution=resolution)
-            tmp = out / f".{stem}.partial.json"
-            tmp.write_text(json.dumps(asdict(sample), indent=1) + "\n")
-            tmp.replace(out / f"{stem}.json")
+            write_text(out / f"{stem}.json", json.dumps(asdict(sample), indent=1) + "\n")
             samples.append(sample)
     return samples
 

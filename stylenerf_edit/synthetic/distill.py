@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from stylenerf_edit.errors import CheckpointError, one_line
 from stylenerf_edit.generator.camera import stack_cameras
 from stylenerf_edit.generator.checkpoint import save_pretrained
 from stylenerf_edit.generator.network import Generator, GeneratorConfig
@@ -129,6 +131,23 @@ def _reorder_optimizer_state(state: dict, G: Generator) -> dict:
     return {"state": reordered, "param_groups": opt_state["param_groups"]}
 
 
+def load_run_state(path: str | Path) -> dict:
+    """A training checkpoint, read without unpickling code: it holds only tensors, dicts, lists and numbers."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no training checkpoint there; pass the checkpoint.pt of a run directory")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"{path}: refused, it holds more than plain tensors and numbers "
+                              f"({one_line(error)[:160]}); only load training checkpoints written by this tool") from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise CheckpointError(f"{path}: not a readable training checkpoint ({one_line(error)[:160]})") from None
+    if not isinstance(state, dict) or "G" not in state:
+        raise CheckpointError(f"{path}: not a training checkpoint of stylenerf_edit.synthetic.distill (no 'G' entry)")
+    return state
+
+
 def train(out_dir: Path, tc: TrainConfig) -> Generator:
     torch.set_num_threads(tc.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,7 +156,7 @@ def train(out_dir: Path, tc: TrainConfig) -> Generator:
     G = Generator(bundled_config()).train()
     probe = torch.nn.Linear(G.cfg.w_dim, NUM_HEAD_PARAMS)
     if tc.init and not ckpt_path.exists():
-        G.load_state_dict(torch.load(tc.init, weights_only=False)["G"])
+        G.load_state_dict(load_run_state(tc.init)["G"])
     mapping_params = list(G.mapping.parameters())
     other = [p for n, p in G.named_parameters() if not n.startswith("mapping.")]
     opt = torch.optim.Adam([{"params": other, "lr": tc.lr}, {"params": mapping_params, "lr": tc.mapping_lr},
@@ -145,7 +164,7 @@ def train(out_dir: Path, tc: TrainConfig) -> Generator:
     gen = torch.Generator().manual_seed(tc.seed + 1)
     step, elapsed = 0, 0.0
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
+        state = load_run_state(ckpt_path)
         G.load_state_dict(state["G"])
         probe.load_state_dict(state["probe"])
         opt.load_state_dict(_reorder_optimizer_state(state, G))
@@ -201,7 +220,7 @@ def train(out_dir: Path, tc: TrainConfig) -> Generator:
 
 
 def export(out_dir: Path, target: Path) -> Path:
-    state = torch.load(out_dir / "checkpoint.pt", weights_only=False)
+    state = load_run_state(out_dir / "checkpoint.pt")
     G = Generator(bundled_config())
     G.load_state_dict(state["G"])
     with torch.no_grad():  # truncation centre: the mean w of the final mapping network
@@ -211,7 +230,7 @@ def export(out_dir: Path, target: Path) -> Path:
               "minutes": round(state["elapsed"] / 60, 1), "train_config": state["train_config"]}
     init = state["train_config"].get("init")
     if init:   # a continued run: record the run it started from as well
-        first = torch.load(init, weights_only=False)
+        first = load_run_state(init)
         source["started_from"] = {"steps": first["step"], "minutes": round(first["elapsed"] / 60, 1),
                                   "train_config": first["train_config"]}
     return save_pretrained(G.eval(), target, source=source)

@@ -1,18 +1,20 @@
 """Images and videos out of generator tensors: uint8 conversion, PNG, GIF, MP4 and contact sheets.
 
-Every file is written to a temporary name in the target folder and renamed, so an interrupted run never
-leaves a truncated file under the final name.
+A base module (beside ``files``): the inversion, the procedural world, the directions and the editing all write
+images. Every file goes through :func:`stylenerf_edit.files.atomic_path`, so an interrupted run never leaves a
+truncated file under the final name.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
+
+from stylenerf_edit.files import atomic_path
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -22,18 +24,11 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.partial{path.suffix}")
-
-
 def save_png(image: np.ndarray, path: str | Path) -> Path:
     """[H, W, 3] uint8 -> PNG file."""
-    path = Path(path)
-    tmp = _atomic_target(path)
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+    return Path(path)
 
 
 def contact_sheet(frames: Sequence[np.ndarray], columns: int | None = None) -> np.ndarray:
@@ -55,23 +50,19 @@ def pingpong(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 def write_gif(frames: Sequence[np.ndarray], path: str | Path, fps: float = 15.0) -> Path:
-    path = Path(path)
-    tmp = _atomic_target(path)
     images = [Image.fromarray(f) for f in frames]
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return Path(path)
 
 
 def write_mp4(frames: Sequence[np.ndarray], path: str | Path, fps: float = 30.0) -> Path:
     """H.264 MP4 through the ffmpeg binary that imageio-ffmpeg ships (even sizes are padded by ffmpeg)."""
     import imageio.v2 as imageio
 
-    path = Path(path)
-    tmp = _atomic_target(path)
-    with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
-                            macro_block_size=1, ffmpeg_log_level="error") as writer:
+    with atomic_path(path) as tmp, imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                                      quality=8, macro_block_size=1,
+                                                      ffmpeg_log_level="error") as writer:
         for frame in frames:
             writer.append_data(frame)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
