@@ -5,6 +5,8 @@ this helper reproduces their structure without any official code: persistent obj
 ``torch_utils.persistence._reconstruct_persistent_obj(meta)``, numpy scalars to
 ``numpy.core.multiarray.scalar``, tensors take torch's legacy per-storage route, and with
 ``use_omegaconf=True`` the constructor arguments are omegaconf containers, as in released checkpoints.
+``tiny_official_state`` is a generator state small enough for tests that need no official data, and
+``pickle_parts`` hand-builds hostile structures (one object referenced from many places).
 """
 
 from __future__ import annotations
@@ -45,6 +47,39 @@ _CLASS_BY_NAME = {
 }
 _LAYERS_WITH_WEIGHT_GAIN = frozenset({"FullyConnectedLayer", "Conv2dLayer"})
 
+# Official names and tiny shapes: one module of every official class and both torch containers.
+_TINY_SHAPES = {
+    "synthesis.alpha": (),
+    "synthesis.fg_nerf.fc_in.weight": (4, 3, 1, 1),
+    "synthesis.fg_nerf.fc_in.bias": (4,),
+    "synthesis.fg_nerf.fc_in.resample_filter": (4, 4),
+    "synthesis.fg_nerf.fc_in.affine.weight": (3, 4),
+    "synthesis.fg_nerf.fc_in.affine.bias": (3,),
+    "synthesis.fg_nerf.blocks.0.weight": (4, 4, 1, 1),
+    "synthesis.fg_nerf.blocks.0.bias": (4,),
+    "synthesis.fg_nerf.sigma_out.weight": (1, 4, 1, 1),
+    "synthesis.fg_nerf.to_rgb.weight": (3, 4, 1, 1),
+    "synthesis.bg_nerf.fc_in.weight": (2, 3, 1, 1),
+    "synthesis.b8.resample_filter": (4, 4),
+    "synthesis.b8.conv0.weight": (4, 4, 3, 3),
+    "synthesis.b8.conv0.w_avg": (4,),
+    "synthesis.b8.conv0.adapter.0.weight": (4, 4, 1, 1),
+    "synthesis.b8.conv0.affine.weight": (4, 4),
+    "synthesis.b8.torgb.weight": (3, 4, 1, 1),
+    "mapping.w_avg": (4,),
+    "mapping.fc0.weight": (4, 4),
+    "mapping.fc0.bias": (4,),
+}
+TINY_INIT_KWARGS = {
+    "z_dim": 4, "w_dim": 4, "c_dim": 0, "img_resolution": 8, "img_channels": 3,
+    "mapping_kwargs": {"num_layers": 1},
+    "synthesis_kwargs": {
+        "channel_base": 1, "architecture": "skip",
+        "camera_kwargs": {"range_v": [1.4, 1.7], "fov": 12, "depth_transform": None},
+        "background_kwargs": {"skips": [], "hidden_size": 2},
+    },
+}
+
 
 @dataclass
 class _Node:
@@ -72,6 +107,13 @@ class _Reduces:
 
     def __reduce__(self) -> tuple:
         return self.function, self.args, *self.state
+
+
+def tiny_official_state(seed: int = 0) -> OrderedDict[str, torch.Tensor]:
+    """A generator state with official names in official order, tiny shapes, float16-exact float32 values."""
+    generator = torch.Generator().manual_seed(seed)
+    return OrderedDict((name, torch.randn(shape, generator=generator).half().float())
+                       for name, shape in _TINY_SHAPES.items())
 
 
 def _class_name(path: tuple[str, ...]) -> str:
@@ -139,7 +181,7 @@ def _pickled_module(node: _Node, stand_ins: _StandIns, module_src: str, version:
         return container
     class_name = _class_name(node.path)
     attributes: dict[str, Any] = {"_init_args": (), "_init_kwargs": {}}
-    if class_name in _LAYERS_WITH_WEIGHT_GAIN and "weight" in node.parameters:
+    if class_name in _LAYERS_WITH_WEIGHT_GAIN and isinstance(node.parameters.get("weight"), torch.Tensor):
         fan_in = math.prod(node.parameters["weight"].shape[1:])
         attributes["weight_gain"] = _numpy_scalar(stand_ins, np.float64(1.0 / math.sqrt(fan_in)))
     if class_name == "NeRFSynthesisNetwork":
@@ -247,3 +289,41 @@ def write_official_pickle(
         }
         with Path(path).open("wb") as file:
             pickle.dump(snapshot, file, protocol=4)
+
+
+class PickleParts:
+    """Hand-built pieces of an official-format file, for the shapes the writer never produces (hostile files).
+
+    Python objects used in several places pickle once and are referenced from each place, so sharing one
+    module, tensor, storage or list here gives a tiny file that names the same object over and over.
+    """
+
+    def __init__(self, stand_ins: _StandIns, module_src: str) -> None:
+        self._stand_ins, self._module_src = stand_ins, module_src
+
+    def module(self, class_name: str, parameters: Mapping[str, Any] | None = None,
+               modules: Mapping[str, Any] | None = None, **attributes: Any) -> _Reduces:
+        """A persistent module record with these parameters, submodules and attributes (``_init_kwargs``...)."""
+        state = _module_state(_parameters=OrderedDict(parameters or {}), _buffers=OrderedDict(),
+                              _modules=OrderedDict(modules or {}), **{"_init_args": (), "_init_kwargs": {},
+                                                                     **attributes})
+        return _persistent(self._stand_ins, class_name, state, self._module_src, 6)
+
+    @staticmethod
+    def view(storage: torch.storage.TypedStorage, offset: int, size: tuple[int, ...],
+             stride: tuple[int, ...]) -> _Reduces:
+        """A tensor as torch pickles it: a view of ``storage``, which is pickled once however many views share it."""
+        return _Reduces(torch._utils._rebuild_tensor_v2, (storage, offset, size, stride, False, OrderedDict()))
+
+    @staticmethod
+    def dump(path: str | Path, g_ema: Any) -> None:
+        """Write a checkpoint whose only entry is ``G_ema``."""
+        with Path(path).open("wb") as file:
+            pickle.dump({"G_ema": g_ema}, file, protocol=4)
+
+
+@contextlib.contextmanager
+def pickle_parts(module_src: str = DEFAULT_MODULE_SRC) -> Iterator[PickleParts]:
+    """Build and dump hand-made checkpoints (the official module names are importable only meanwhile)."""
+    with _official_module_names() as stand_ins:
+        yield PickleParts(stand_ins, module_src)

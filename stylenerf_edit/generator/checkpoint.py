@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import torch
 
 from stylenerf_edit import __version__
-from stylenerf_edit.errors import CheckpointError
+from stylenerf_edit.errors import CheckpointError, one_line
 from stylenerf_edit.files import atomic_path, write_text
 
 from .camera import CameraPrior
@@ -264,7 +264,7 @@ def _read_pickle(path: Path, key: str) -> tuple[Generator, dict[str, Any]]:
     try:
         G = generator_from_official(net.init_kwargs, net.state_dict)
     except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path}: {e}") from None
+        raise CheckpointError(f"{path}: {one_line(e)[:300]}") from None
     return G, {"official_key": key, "module_src_sha256": net.module_src_sha256}
 
 

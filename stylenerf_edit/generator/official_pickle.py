@@ -4,7 +4,9 @@ Official checkpoints rebuild their networks by executing Python source embedded 
 (``torch_utils.persistence``), so loading them the official way runs arbitrary code and needs the
 official repository importable. This reader allows only the globals that real checkpoints reference,
 maps each to an inert local stand-in, never runs or compiles the embedded source, and returns what is
-needed to build our own generator: its constructor arguments and its state dict.
+needed to build our own generator: its constructor arguments and its state dict. A pickle can reference one
+object from many places, so the reader also bounds what a file may expand into: the modules, tensors and
+constructor values visited, the length of names, and the float32 bytes materialised (each tensor once).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import itertools
 import math
+import os
 import pickle
 import struct
 from collections import OrderedDict, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, BinaryIO
@@ -30,6 +34,14 @@ __all__ = ["OfficialNetwork", "is_official_pickle", "read_official_pickle"]
 
 _PERSISTENCE_VERSION = 6  # torch_utils.persistence format of every released StyleNeRF checkpoint
 _MAX_MODULE_DEPTH = 32  # real generators nest 5 deep; the bound keeps hostile files from recursing forever
+_MAX_ARGUMENT_DEPTH = 64  # real constructor arguments nest about 12 objects deep (omegaconf nodes included)
+# Modules, tensors and argument values one read may visit: real generators have under 1000. A few bytes of
+# pickle can reference one object from many places, so without a count a tiny file expands exponentially.
+_MAX_NODES = 50_000
+_MAX_NAME_CHARS = 512  # of a dotted state-dict name; real ones have under 60, and every shared path copies them
+# The float32 weights of a real file take at most 2x its size (float16 storages); 4x admits 8-bit floats.
+# Views of one storage pickle it once, so without this bound a small file could expand into gigabytes.
+_FLOAT32_BYTES_PER_FILE_BYTE = 4
 _REDOWNLOAD = "delete it and download it again (e.g. `stylenerf-edit download ffhq_256`)"
 _NOT_OFFICIAL = f"it is not an official StyleNeRF checkpoint or it is damaged: {_REDOWNLOAD}"
 _DECODE_ERRORS = (
@@ -157,8 +169,8 @@ class _TensorRef(_Sealed):
     def __init__(self, storage: _StorageBytes, offset: int, size: tuple[int, ...], stride: tuple[int, ...]) -> None:
         self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
 
-    def materialize(self, name: str) -> torch.Tensor:
-        """View the storage, checking bounds first: ``Tensor.set_`` silently grows a storage that is too small."""
+    def view(self, name: str) -> torch.Tensor:
+        """A view of the storage (nothing copied), bounds checked first: ``Tensor.set_`` grows short storages."""
         storage = self.storage.storage
         if not storage.dtype.is_floating_point:
             raise _Malformed(f"{name} is a {storage.dtype} tensor, not a floating-point one; {_NOT_OFFICIAL}")
@@ -169,8 +181,40 @@ class _TensorRef(_Sealed):
             # The element count bound also stops zero strides from expanding a few bytes into a huge copy.
             raise _Malformed(f"{name} of size {list(self.size)} reaches past its storage of {available} elements; "
                              f"{_NOT_OFFICIAL}")
-        tensor.set_(storage._untyped_storage, self.offset, self.size, self.stride)
-        return tensor.to(torch.float32).contiguous()
+        return tensor.set_(storage._untyped_storage, self.offset, self.size, self.stride)
+
+
+@dataclass
+class _Reading:
+    """What reading one network may still spend, and each pickled tensor materialised once."""
+
+    bytes_limit: int
+    nodes_left: int = _MAX_NODES
+    bytes_left: int = field(init=False)
+    tensors: dict[_TensorRef, torch.Tensor] = field(default_factory=dict)  # keyed by identity
+
+    def __post_init__(self) -> None:
+        self.bytes_left = self.bytes_limit
+
+    def visit(self, where: str, count: int = 1) -> None:
+        """Count ``count`` modules, tensors or constructor values; refuse the file past the limit."""
+        self.nodes_left -= count
+        if self.nodes_left < 0:
+            raise _Malformed(f"more than {_MAX_NODES} modules, tensors and constructor values (limit reached at "
+                             f"{where}: the same objects referenced over and over); {_NOT_OFFICIAL}")
+
+    def tensor(self, ref: _TensorRef, name: str) -> torch.Tensor:
+        """``ref`` as float32, materialised only the first time, checked against the byte budget first."""
+        if ref not in self.tensors:
+            view = ref.view(name)
+            nbytes = 4 * view.numel()
+            if nbytes > self.bytes_left:
+                raise _Malformed(f"float32 weights over the limit of {self.bytes_limit} bytes "
+                                 f"({_FLOAT32_BYTES_PER_FILE_BYTE}x the file's size) at {name} "
+                                 f"(views of one storage repeated?); {_NOT_OFFICIAL}")
+            self.tensors[ref] = view.to(torch.float32).contiguous()
+            self.bytes_left -= nbytes
+        return self.tensors[ref]
 
 
 def _load_storage(data: Any) -> _StorageBytes:
@@ -280,7 +324,8 @@ def is_official_pickle(path: str | Path) -> bool:
         return False
 
 
-def _unpickle(path: Path) -> Any:
+def _unpickle(path: Path) -> tuple[Any, int]:
+    """The unpickled file (stand-ins instead of official objects) and its size in bytes."""
     try:
         with path.open("rb") as file:
             head = file.read(8)
@@ -290,7 +335,7 @@ def _unpickle(path: Path) -> Any:
                 raise _Malformed(f"not a pickle file (it starts with {head!r}); pass an official StyleNeRF "
                                  "checkpoint such as ffhq_256.pkl (`stylenerf-edit download ffhq_256`)")
             file.seek(0)
-            return _SafeUnpickler(file).load()
+            return _SafeUnpickler(file).load(), os.fstat(file.fileno()).st_size
     except FileNotFoundError:
         raise _Malformed("no such file; download a checkpoint with `stylenerf-edit download ffhq_256` "
                          "or pass the path of an existing .pkl") from None
@@ -301,9 +346,21 @@ def _unpickle(path: Path) -> Any:
         raise _Malformed(f"truncated or corrupt pickle ({detail:.200}); {_REDOWNLOAD}") from error
 
 
-def _collect_state(node: _PersistentRecord | _TorchContainer, prefix: str, depth: int,
+def _name(prefix: str, name: str) -> str:
+    """``prefix + name``, refused when long: hostile names would be copied into every path of a shared module."""
+    if len(prefix) + len(name) > _MAX_NAME_CHARS:
+        raise _Malformed(f"a parameter or module name under {prefix[:60]!r} is longer than {_MAX_NAME_CHARS} "
+                         f"characters; {_NOT_OFFICIAL}")
+    return prefix + name
+
+
+def _collect_state(node: _PersistentRecord | _TorchContainer, prefix: str, depth: int, reading: _Reading,
                    state_dict: OrderedDict[str, torch.Tensor], hashes: dict[str, str]) -> None:
-    """Gather parameters and persistent buffers in ``nn.Module.state_dict()`` order (own tensors, then children)."""
+    """Gather parameters and persistent buffers in ``nn.Module.state_dict()`` order (own tensors, then children).
+
+    A module referenced from several places appears under each of its names, as in torch; ``reading``
+    bounds how many names that may add up to and materialises each shared tensor once.
+    """
     where = prefix.rstrip(".") or "the network"
     if depth > _MAX_MODULE_DEPTH:
         raise _Malformed(f"modules nested deeper than {_MAX_MODULE_DEPTH} levels at {where}; {_NOT_OFFICIAL}")
@@ -311,49 +368,62 @@ def _collect_state(node: _PersistentRecord | _TorchContainer, prefix: str, depth
     groups = [state.get(group) if isinstance(state, dict) else None
               for group in ("_parameters", "_buffers", "_modules")]
     if not all(isinstance(group, dict) for group in groups):
-        raise _Malformed(f"{where} ({node.class_name}) does not hold a torch module state; {_NOT_OFFICIAL}")
+        raise _Malformed(f"{where} ({node.class_name:.60}) does not hold a torch module state; {_NOT_OFFICIAL}")
+    reading.visit(where, 1 + sum(len(group) for group in groups))  # every entry is looked at on every path
     parameters, buffers, modules = groups
     if isinstance(node, _PersistentRecord):
         hashes.setdefault(node.class_name, node.module_src_sha256)
     non_persistent = state.get("_non_persistent_buffers_set", set())
     if not isinstance(non_persistent, (set, frozenset)) or not all(isinstance(name, str) for group in groups
                                                                    for name in group):
-        raise _Malformed(f"{where} ({node.class_name}) has a malformed module state; {_NOT_OFFICIAL}")
+        raise _Malformed(f"{where} ({node.class_name:.60}) has a malformed module state; {_NOT_OFFICIAL}")
     persistent_buffers = {name: value for name, value in buffers.items() if name not in non_persistent}
     for name, tensor in [*parameters.items(), *persistent_buffers.items()]:
         if tensor is None:
             continue
+        key = _name(prefix, name)
         if not isinstance(tensor, _TensorRef):
-            raise _Malformed(f"{prefix}{name} is a {type(tensor).__name__}, not a tensor; {_NOT_OFFICIAL}")
-        state_dict[prefix + name] = tensor.materialize(prefix + name)
+            raise _Malformed(f"{key} is a {type(tensor).__name__}, not a tensor; {_NOT_OFFICIAL}")
+        state_dict[key] = reading.tensor(tensor, key)
     for name, child in modules.items():
         if child is None:
             continue
+        key = _name(prefix, name)
         if not isinstance(child, (_PersistentRecord, _TorchContainer)):
-            raise _Malformed(f"submodule {prefix}{name} is a {type(child).__name__}, not a persistent module; "
-                             f"{_NOT_OFFICIAL}")
-        _collect_state(child, f"{prefix}{name}.", depth + 1, state_dict, hashes)
+            raise _Malformed(f"submodule {key} is a {type(child).__name__}, not a persistent module; {_NOT_OFFICIAL}")
+        _collect_state(child, key + ".", depth + 1, reading, state_dict, hashes)
 
 
-def _plain(value: Any) -> Any:
-    """Turn omegaconf stand-ins and numpy scalars into the plain Python values they represent."""
+def _plain(value: Any, reading: _Reading, depth: int = 0) -> Any:
+    """Turn omegaconf stand-ins and numpy scalars into the plain Python values they represent.
+
+    Shared references become copies (callers expect a plain tree), so ``reading`` counts every copied value.
+    """
+    reading.visit("the constructor arguments")
+    if depth > _MAX_ARGUMENT_DEPTH:
+        raise _Malformed(f"constructor arguments nested deeper than {_MAX_ARGUMENT_DEPTH} levels (or cyclic); "
+                         f"{_NOT_OFFICIAL}")
+
+    def plain(item: Any) -> Any:
+        return _plain(item, reading, depth + 1)
+
     if isinstance(value, (_DictConfig, _ListConfig)):
         content = value.state.get("_content") if isinstance(value.state, dict) else None
         if isinstance(value, _DictConfig) and isinstance(content, dict):
-            return {key: _plain(item) for key, item in content.items()}
+            return {key: plain(item) for key, item in content.items()}
         if isinstance(value, _ListConfig) and isinstance(content, list):
-            return [_plain(item) for item in content]
+            return [plain(item) for item in content]
         if content is None:
             return None
         raise _Malformed(f"unsupported omegaconf value {content!r:.60} in the constructor arguments; {_NOT_OFFICIAL}")
     if isinstance(value, _AnyNode):
         if not isinstance(value.state, dict):
             raise _Malformed(f"malformed omegaconf node in the constructor arguments; {_NOT_OFFICIAL}")
-        return _plain(value.state.get("_val"))
+        return plain(value.state.get("_val"))
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_plain(item) for item in value)
+        return type(value)(plain(item) for item in value)
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (_Stub, _Sealed, type)):
@@ -361,12 +431,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _network(data: Any, key: str) -> OfficialNetwork:
+def _network(data: Any, key: str, reading: _Reading) -> OfficialNetwork:
     if not isinstance(data, dict):
         raise _Malformed(f"holds a {type(data).__name__}, not the dict of networks an official checkpoint holds; "
                          f"{_NOT_OFFICIAL}")
     if key not in data:
-        available = ", ".join(repr(name) for name in data) or "none"
+        names = [f"{name!r:.40}" for name in itertools.islice(data, 10)]  # a hostile file may hold millions
+        available = ", ".join(names + ["..."] * (len(data) > 10)) or "none"
         raise _Malformed(f"has no {key!r} entry (entries: {available}); ask for one of those "
                          "(the generator is 'G_ema')")
     record = data[key]
@@ -374,13 +445,9 @@ def _network(data: Any, key: str) -> OfficialNetwork:
         raise _Malformed(f"entry {key!r} is a {type(record).__name__}, not a persistent network; {_NOT_OFFICIAL}")
     state_dict: OrderedDict[str, torch.Tensor] = OrderedDict()
     hashes: dict[str, str] = {}
-    _collect_state(record, "", 0, state_dict, hashes)
-    try:
-        init_args = _plain(record.state.get("_init_args", ()))
-        init_kwargs = _plain(record.state.get("_init_kwargs", {}))
-    except RecursionError:
-        raise _Malformed(f"entry {key!r} has cyclic or absurdly nested constructor arguments; "
-                         f"{_NOT_OFFICIAL}") from None
+    _collect_state(record, "", 0, reading, state_dict, hashes)
+    init_args = _plain(record.state.get("_init_args", ()), reading)
+    init_kwargs = _plain(record.state.get("_init_kwargs", {}), reading)
     if not isinstance(init_args, (tuple, list)) or not isinstance(init_kwargs, dict):
         raise _Malformed(f"entry {key!r} has malformed constructor arguments; {_NOT_OFFICIAL}")
     return OfficialNetwork(record.class_name, tuple(init_args), init_kwargs, state_dict, hashes)
@@ -390,11 +457,13 @@ def read_official_pickle(path: str | Path, key: str = "G_ema") -> OfficialNetwor
     """Read network ``key`` of an official StyleNeRF checkpoint without executing anything from the file.
 
     ``G_ema`` is the generator every official app uses; ``G`` holds the raw training weights.
-    Raises CheckpointError (one line, naming the file and what to do) for every kind of bad file.
+    Raises CheckpointError (one line, naming the file and what to do) for every kind of bad file, including
+    files whose shared references would expand beyond the limits on visited objects and float32 bytes.
     """
     path = Path(path)
     try:
-        return _network(_unpickle(path), key)
+        data, size = _unpickle(path)
+        return _network(data, key, _Reading(_FLOAT32_BYTES_PER_FILE_BYTE * size))
     except _Malformed as error:
         message = " ".join(f"{path}: {error}".split())
         raise CheckpointError(message) from error.__cause__
