@@ -1,13 +1,20 @@
-"""Atomic file writes: a temporary sibling name, then a rename, so readers never see a partial file."""
+"""Atomic file writes (a temporary sibling name, then a rename, so readers never see a partial file) and
+``.npz`` reads under a size budget (nothing is decompressed before its headers show that it fits)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
+import struct
+import zipfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
+
+from stylenerf_edit.errors import StyleNerfEditError
 
 
 def _temporary(path: Path) -> Path:
@@ -57,3 +64,165 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+class NpzError(StyleNerfEditError):
+    """An ``.npz`` file is unreadable, malformed, or over a limit its reader sets."""
+
+
+_KIND_NAMES = {"f": "float", "i": "integer", "u": "unsigned integer", "b": "boolean", "U": "string"}
+_END_RECORD = struct.Struct("<4s4H2LH")     # zip end of central directory: ..., entries, directory size, ...
+_DIRECTORY_BYTES_PER_MEMBER = 512           # a central directory record: 46 bytes, the name and extra fields
+_READ_BLOCK = 1 << 20
+
+
+def _size(n: int) -> str:
+    return f"{n} bytes" if n < 1 << 20 else f"{n / (1 << 20):.1f} MiB"
+
+
+class NpzReader:
+    """An ``.npz`` file opened under a budget; use as a context manager.
+
+    ``max_bytes`` bounds the file on disk and the total uncompressed size of the arrays read from it, and
+    ``max_members`` its number of entries (checked from the zip's end record, before ``zipfile`` lists them).
+    :meth:`read` checks an entry's declared uncompressed size (zip header), then its ``.npy`` header (dtype kind,
+    no Python objects, shape, element count) and reads the data only when all fit. Entries never read cost
+    nothing. Every refusal is an :class:`NpzError` naming the file and the limit it hit.
+    """
+
+    def __init__(self, path: str | Path, max_bytes: int, max_members: int) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self._left = max_bytes
+        try:
+            size = self.path.stat().st_size
+            if size > max_bytes:
+                raise NpzError(f"{self.path}: {_size(size)}, over the {_size(max_bytes)} limit for this kind of file")
+            self._file = open(self.path, "rb")
+        except OSError as e:
+            raise NpzError(f"{self.path}: not a readable .npz file ({type(e).__name__})") from None
+        try:
+            self._check_directory(size, max_members)
+            self._zip = zipfile.ZipFile(self._file)
+            infos = self._zip.infolist()
+        except NpzError:
+            self._file.close()
+            raise
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+            self._file.close()
+            raise NpzError(f"{self.path}: not a readable .npz file ({type(e).__name__})") from None
+        self._members = {info.filename.removesuffix(".npy"): info for info in infos}
+        if len(self._members) != len(infos):
+            self.close()
+            raise NpzError(f"{self.path}: lists an entry twice; refused")
+
+    def _check_directory(self, size: int, max_members: int) -> None:
+        tail_size = min(size, _END_RECORD.size + 0xFFFF)     # the record, then a comment of up to 64 KiB
+        self._file.seek(size - tail_size)
+        tail = self._file.read(tail_size)
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or at + _END_RECORD.size > len(tail):
+            raise zipfile.BadZipFile("no end of central directory record")
+        entries, directory_size = _END_RECORD.unpack_from(tail, at)[4:6]
+        # A zip64 file stores 0xFFFF here: more members than any of ours has, refused as such.
+        if entries > max_members or directory_size > max_members * _DIRECTORY_BYTES_PER_MEMBER:
+            raise NpzError(f"{self.path}: declares {entries} entries in {_size(directory_size)} of directory, "
+                           f"over the limit of {max_members} entries for this kind of file")
+
+    def __enter__(self) -> "NpzReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._zip.close()
+        self._file.close()
+
+    @property
+    def names(self) -> list[str]:
+        """Entry names, ``.npy`` suffixes removed, in file order."""
+        return list(self._members)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._members
+
+    def read_meta(self, file_format: str, max_version: int, kind: str) -> dict[str, Any]:
+        """The JSON object in the ``meta`` entry, checked to be of ``file_format`` at a version this tool reads;
+        ``kind`` names the file in messages ("latent", "direction")."""
+        if "meta" not in self:
+            raise NpzError(f"{self.path}: not a stylenerf-edit {kind} (no 'meta' entry)")
+        try:
+            meta = json.loads(str(self.read("meta", "U", ())))
+        except (ValueError, RecursionError):
+            raise NpzError(f"{self.path}: its 'meta' entry is not valid JSON") from None
+        if not isinstance(meta, dict) or meta.get("format") != file_format:
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise NpzError(f"{self.path}: not a stylenerf-edit {kind} (format {found!r})")
+        version = meta.get("format_version")
+        if not isinstance(version, int) or version > max_version:
+            raise NpzError(f"{self.path}: {kind} format version {version!r} is newer than this tool understands "
+                           f"({max_version}); upgrade stylenerf-edit")
+        return meta
+
+    def read(self, name: str, kinds: str, shape: tuple[int | None, ...] | None = None,
+             max_items: int | None = None) -> np.ndarray:
+        """Entry ``name`` as an array whose dtype kind is one of ``kinds`` (e.g. ``"f"``, ``"U"``).
+
+        ``shape``: the required shape, ``None`` for any length along an axis (``shape=None``: any shape);
+        ``max_items``: the most elements it may hold. Both are checked from the headers, before reading.
+        """
+        info = self._members.get(name)
+        if info is None:
+            raise NpzError(f"{self.path}: no '{name}' entry")
+        where = f"{self.path}: '{name}'"
+        if info.file_size > self._left:
+            raise NpzError(f"{where} declares {_size(info.file_size)} uncompressed, over the {_size(self.max_bytes)} "
+                           "limit for this kind of file")
+        try:
+            with self._zip.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    found, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    found, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise NpzError(f"{where} is a .npy version {version} array; only versions 1.0 and 2.0 are read")
+                self._check_header(where, dtype, found, kinds, shape, max_items)
+                count = math.prod(found)
+                nbytes = count * dtype.itemsize
+                if nbytes > self._left:
+                    raise NpzError(f"{where} declares {dtype} {list(found)} ({_size(nbytes)}), over the "
+                                   f"{_size(self.max_bytes)} limit for this kind of file")
+                if f.tell() + nbytes != info.file_size:
+                    raise NpzError(f"{where}: its .npy header ({dtype} {list(found)}, {_size(nbytes)}) and its zip "
+                                   f"header ({_size(info.file_size)}) disagree; refused")
+                array = np.empty(count, dtype)
+                raw = array.view(np.uint8) if nbytes else array
+                for start in range(0, nbytes, _READ_BLOCK):     # block by block: no second copy of the data
+                    block = f.read(min(_READ_BLOCK, nbytes - start))
+                    if len(block) != min(_READ_BLOCK, nbytes - start):
+                        raise EOFError
+                    raw[start:start + len(block)] = np.frombuffer(block, np.uint8)
+        except (OSError, EOFError, ValueError, SyntaxError, RecursionError, NotImplementedError, RuntimeError,
+                zipfile.BadZipFile) as e:
+            raise NpzError(f"{where} is unreadable or truncated ({type(e).__name__})") from None
+        self._left -= info.file_size
+        return array.reshape(found, order="F" if fortran else "C")
+
+    @staticmethod
+    def _check_header(where: str, dtype: np.dtype, found: tuple[int, ...], kinds: str,
+                      shape: tuple[int | None, ...] | None, max_items: int | None) -> None:
+        if any(n < 0 for n in found):
+            raise NpzError(f"{where} declares a negative shape {list(found)}; refused")
+        if dtype.hasobject:
+            raise NpzError(f"{where} holds Python objects ({dtype}); refused, only plain arrays are read")
+        if dtype.kind not in kinds or dtype.fields is not None:
+            wanted = " or ".join(_KIND_NAMES.get(k, k) for k in kinds)
+            raise NpzError(f"{where} is {dtype} {list(found)}, expected a {wanted} array")
+        if shape is not None and (len(found) != len(shape)
+                                  or any(s is not None and s != n for s, n in zip(shape, found))):
+            wanted = "[" + ", ".join("any" if s is None else str(s) for s in shape) + "]"
+            raise NpzError(f"{where} is {dtype} {list(found)}, expected shape {wanted}")
+        if max_items is not None and math.prod(found) > max_items:
+            raise NpzError(f"{where} declares {math.prod(found)} values, over the limit of {max_items}")

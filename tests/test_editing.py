@@ -14,7 +14,7 @@ from PIL import Image
 
 from stylenerf_edit.cli import main
 from stylenerf_edit.directions.library import available_directions, resolve_direction
-from stylenerf_edit.directions.svm import Direction, DirectionError
+from stylenerf_edit.directions.direction import Direction, DirectionError
 from stylenerf_edit.editing.edit import (Edit, EditError, apply_edits, edit_latent, interpolate, parse_edit,
                                          row_group, style_mix)
 from stylenerf_edit.editing.outputs import parse_views

@@ -10,9 +10,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from stylenerf_edit.directions.svm import (Direction, DirectionError, condition, evaluate_direction,
-                                           load_direction, load_directions, project_out, save_direction,
-                                           select_extremes, train_direction)
+from stylenerf_edit.directions.conditioning import condition, project_out
+from stylenerf_edit.directions.direction import (Direction, DirectionError, load_direction, load_directions,
+                                                 save_direction)
+from stylenerf_edit.directions.scoring import evaluate_direction
+from stylenerf_edit.directions.select import select_extremes
+from stylenerf_edit.directions.svm import train_direction
 from stylenerf_edit.generator.checkpoint import load_with_info
 from stylenerf_edit.invert.latent import GeneratorRef
 

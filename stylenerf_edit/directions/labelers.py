@@ -19,7 +19,8 @@ be computed (no face found, a sample missing from a score file). Implementations
 Labelling resumes per chunk: ``labels_<name>.parts/chunk_NNNNN.npz`` holds the scores of one sample chunk,
 stamped with the labeler's fingerprint and the folder's key; a rerun labels only the chunks without a valid part
 and then re-assembles the label file. Parts are kept so that growing the sample folder labels only the new chunks;
-deleting the parts folder is safe (it only costs relabelling).
+deleting the parts folder is safe (it only costs relabelling). Label files and parts are read under a budget
+(``files.NpzReader``): at most ``MAX_ATTRIBUTES`` entries, each declaring exactly one float per sample.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import hashlib
 import json
 import math
 import re
-import zipfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from stylenerf_edit import __version__
 from stylenerf_edit.errors import StyleNerfEditError, one_line
-from stylenerf_edit.files import save_npz
+from stylenerf_edit.files import NpzError, NpzReader, save_npz
 from stylenerf_edit.invert.landmarks import detect_faces
 from stylenerf_edit.invert.pose import PoseError, raw_pose_from_landmarks
 from stylenerf_edit.synthetic.predictor import ATTRIBUTES, WEIGHTS_NAME, AttributePredictor, bundled_dir
@@ -49,6 +49,8 @@ from .sample import chunk_ranges, load_chunk, read_meta
 
 LABELS_FORMAT = "stylenerf-edit-labels"
 LABELS_FORMAT_VERSION = 1
+MAX_ATTRIBUTES = 64
+_META_BUDGET = 1 << 20         # the JSON stamp beside the scores
 SPEC_HELP = ("predictor[:DIR] | landmarks | file:PATH[@ATTR,...] | "
              "clip:ATTR=POSITIVE PROMPT|NEGATIVE PROMPT[;ATTR=...]")
 _CLIP_INSTALL = "pip install open_clip_torch"
@@ -424,14 +426,14 @@ def _valid_part(path: Path, fingerprint: str, key: str, indices: range,
                 attributes: tuple[str, ...]) -> dict[str, np.ndarray] | None:
     """The stored scores of one chunk, or None when missing, broken or made by another labeler or sample set."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            stamp = json.loads(str(data["meta"]))
+        with NpzReader(path, 8 * len(indices) * len(attributes) + _META_BUDGET, len(attributes) + 1) as data:
+            stamp = json.loads(str(data.read("meta", "U", ())))
             if stamp != {"fingerprint": fingerprint, "samples_key": key, "start": indices.start}:
                 return None
-            scores = {a: data[a] for a in attributes}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            scores = {a: data.read(a, "f", (len(indices),)) for a in attributes}
+    except (NpzError, ValueError, RecursionError):
         return None
-    if any(v.shape != (len(indices),) or v.dtype != np.float64 for v in scores.values()):
+    if any(v.dtype != np.float64 for v in scores.values()):
         return None
     return scores
 
@@ -448,6 +450,9 @@ def label_samples(sample_dir: str | Path, labeler: Labeler, progress: bool = Tru
     fingerprint, attributes = labeler.fingerprint, tuple(labeler.attributes)
     if "meta" in attributes:
         raise LabelerError(f"labeler {labeler.name!r}: 'meta' is a reserved name; rename that attribute")
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise LabelerError(f"labeler {labeler.name!r}: {len(attributes)} attributes, over the limit of "
+                           f"{MAX_ATTRIBUTES}; label fewer at a time")
     labeler.check_size(meta["n"])
     parts_dir = directory / f"labels_{labeler.name}.parts"
     parts_dir.mkdir(exist_ok=True)
@@ -484,15 +489,17 @@ def load_labels(sample_dir: str | Path, name: str) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise LabelerError(f"{path}: no such label file; label the samples with the {name!r} labeler first")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            info = json.loads(str(data["meta"]))
-            labels = {a: data[a] for a in info["attributes"]}
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        with NpzReader(path, 8 * meta["n"] * MAX_ATTRIBUTES + _META_BUDGET, MAX_ATTRIBUTES + 1) as data:
+            info = json.loads(str(data.read("meta", "U", ())))
+            if not isinstance(info, dict) or (info.get("format"), info.get("samples_key"), info.get("n")) != (
+                    LABELS_FORMAT, meta["key"], meta["n"]):
+                raise LabelerError(f"{path}: made for other samples than {directory} now holds; label the samples "
+                                   "again")
+            labels = {a: data.read(a, "f", (meta["n"],)) for a in info["attributes"]}
+    except NpzError as e:
+        raise LabelerError(f"{e}; delete it and label the samples again") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise LabelerError(f"{path}: not a readable label file ({type(e).__name__}); delete it and label the "
                            "samples again") from None
-    if info.get("format") != LABELS_FORMAT or info.get("samples_key") != meta["key"] or info.get("n") != meta["n"]:
-        raise LabelerError(f"{path}: made for other samples than {directory} now holds; label the samples again")
-    if any(v.shape != (meta["n"],) or v.dtype.kind != "f" for v in labels.values()):
-        raise LabelerError(f"{path}: scores do not have one value per sample; delete it and label the samples again")
     return {a: v.astype(np.float64) for a, v in labels.items()}
 

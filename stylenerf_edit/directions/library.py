@@ -11,7 +11,7 @@ from typing import Sequence
 
 from stylenerf_edit.generator.checkpoint import GeneratorInfo, resolve_network
 
-from .svm import Direction, DirectionError, load_direction
+from .direction import Direction, DirectionError, load_direction
 
 
 def directions_dir(network: str | Path) -> Path:

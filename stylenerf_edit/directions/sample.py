@@ -19,6 +19,10 @@ bit-identical whatever ``n``, ``chunk_size`` or ``batch_size`` is, and w too (it
 Images are rendered in batches, and a batch's floating-point rounding depends on its size: the same sample
 rendered in batches of different sizes may differ by one grey level in a few pixels.
 
+Chunks are read under a budget (``files.NpzReader``): each entry's zip and ``.npy`` headers must declare exactly the
+shape above before anything is decompressed. A folder whose settings would make chunks over ``MAX_CHUNK_BYTES``, or
+more than ``MAX_CHUNKS`` chunks, is refused when sampling and when reading its meta.json.
+
 Runs resume: complete chunks that load and validate are kept, missing or broken ones are made. Changing ``n``
 is allowed (the samples depend only on their index): a larger ``n`` adds chunks, a smaller one ignores the
 chunks past it (reused if ``n`` grows again); a chunk whose sample count changes is remade. Changing any other
@@ -29,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -42,7 +45,7 @@ from tqdm import tqdm
 from stylenerf_edit import __version__
 from stylenerf_edit.images import to_uint8
 from stylenerf_edit.errors import StyleNerfEditError
-from stylenerf_edit.files import save_npz, write_text
+from stylenerf_edit.files import NpzError, NpzReader, save_npz, write_text
 from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import GeneratorInfo
 from stylenerf_edit.generator.network import Generator
@@ -52,6 +55,10 @@ FORMAT_VERSION = 1
 META_NAME = "meta.json"
 CAMERA_MODES = ("frontal", "prior")
 MAX_IMAGE_SIZE = 256
+MAX_CHUNK_BYTES = 1 << 30      # 1 GiB: 1300 samples at 256 x 256; the default chunk of 256 is 50 MiB
+MAX_CHUNKS = 100_000
+MAX_META_BYTES = 1 << 20
+_CHUNK_SLACK = 1 << 16         # .npy headers, 'start' and 'key' on top of the arrays
 # Settings that must match for two runs to write into the same folder (n may differ, see the module docstring).
 _KEYED = ("format", "format_version", "weights_sha256", "seed", "truncation_psi", "cameras", "chunk_size",
           "image_size", "z_dim", "w_dim", "bg_code_dim")
@@ -102,6 +109,23 @@ def chunk_ranges(meta: dict[str, Any]) -> list[range]:
     return [range(s, min(s + size, n)) for s in range(0, n, size)]
 
 
+def _chunk_bytes(meta: dict[str, Any]) -> int:
+    """Bytes of the arrays of a full chunk of a folder with this meta."""
+    per_sample = 3 * meta["image_size"] ** 2 + 4 * (meta["z_dim"] + meta["w_dim"] + meta["bg_code_dim"]) + 8 * 4
+    return meta["chunk_size"] * per_sample
+
+
+def _too_large(meta: dict[str, Any]) -> str | None:
+    """Why a folder with these settings would be too large to read safely, or None."""
+    if _chunk_bytes(meta) > MAX_CHUNK_BYTES:
+        return (f"chunks of {_chunk_bytes(meta) >> 20} MiB, over the {MAX_CHUNK_BYTES >> 20} MiB limit; use a "
+                "smaller chunk_size or image_size")
+    chunks = -(-meta["n"] // meta["chunk_size"])
+    if chunks > MAX_CHUNKS:
+        return f"{chunks} chunks, over the limit of {MAX_CHUNKS}; use a larger chunk_size or fewer samples"
+    return None
+
+
 def read_meta(directory: str | Path) -> dict[str, Any]:
     """``meta.json`` of a sample folder, checked for format, version and the settings every chunk relies on."""
     path = Path(directory) / META_NAME
@@ -109,8 +133,11 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
         raise SampleSetError(f"{directory}: not a sample folder (no {META_NAME}); make one with "
                              "stylenerf_edit.directions.sample.sample_latents")
     try:
+        if path.stat().st_size > MAX_META_BYTES:
+            raise SampleSetError(f"{path}: over the {MAX_META_BYTES >> 10} KiB limit for a sample folder's "
+                                 "meta.json; delete the folder and sample again")
         meta = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise SampleSetError(f"{path}: unreadable ({type(e).__name__}); delete the folder and sample again") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise SampleSetError(f"{path}: not the meta.json of a stylenerf-edit sample folder (no format "
@@ -130,6 +157,9 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     if meta.get("key") != _key(meta):
         raise SampleSetError(f"{path}: its settings were edited after sampling (key mismatch); restore them or "
                              "delete the folder and sample again")
+    too_large = _too_large(meta)
+    if too_large:
+        raise SampleSetError(f"{path}: settings make {too_large}")
     return meta
 
 
@@ -205,24 +235,24 @@ def _read_chunk(path: Path, meta: dict[str, Any], indices: range, images: bool) 
     if images:
         expected["images"] = ((c, s, s, 3), np.uint8)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if "key" not in data.files or str(data["key"]) != meta["key"]:
+        with NpzReader(path, _chunk_bytes(meta) + _CHUNK_SLACK, max_members=16) as data:
+            if "key" not in data or str(data.read("key", "U", ())) != meta["key"]:
                 raise bad("made for another sample folder or other settings")
-            if "start" not in data.files or int(data["start"]) != indices.start:
+            if "start" not in data or int(data.read("start", "iu", ())) != indices.start:
                 raise bad(f"does not start at sample {indices.start}")
             arrays = {}
             for name, (shape, dtype) in expected.items():
-                if name not in data.files:
+                if name not in data:
                     raise bad(f"has no '{name}' entry")
-                value = data[name]
-                if value.shape != shape or value.dtype != dtype:
+                value = data.read(name, np.dtype(dtype).kind, shape)
+                if value.dtype != dtype:
                     raise bad(f"'{name}' is {value.dtype} {list(value.shape)}, expected "
                               f"{np.dtype(dtype)} {list(shape)}")
                 if dtype != np.uint8 and not np.isfinite(value).all():
                     raise bad(f"'{name}' holds NaN or infinite values")
                 arrays[name] = value
-    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as e:
-        raise bad(f"unreadable or truncated ({type(e).__name__})") from None
+    except NpzError as e:
+        raise SampleSetError(f"{e}; re-run the sampling with the same settings to (re)make it") from None
     return arrays
 
 
@@ -260,9 +290,12 @@ def sample_latents(G: Generator, info: GeneratorInfo, out_dir: str | Path, n: in
     image_size = image_size or min(G.img_resolution, MAX_IMAGE_SIZE)
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8, got {image_size}")
+    meta = _new_meta(G, info, n, seed, truncation_psi, cameras, chunk_size, image_size)
+    too_large = _too_large(meta)
+    if too_large:   # refused here, or reading the folder back would refuse it
+        raise ValueError(f"these settings make {too_large}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    meta = _new_meta(G, info, n, seed, truncation_psi, cameras, chunk_size, image_size)
     _check_same_settings(out, meta)
     write_text(out / META_NAME, json.dumps(meta, indent=2) + "\n")
     ranges = chunk_ranges(meta)

@@ -18,7 +18,10 @@ from stylenerf_edit.invert.latent import GeneratorRef
 
 from .labelers import label_samples, make_labeler
 from .sample import sample_latents
-from .svm import Direction, DirectionError, condition, evaluate_direction, save_direction, train_direction
+from .conditioning import condition
+from .direction import Direction, DirectionError, save_direction
+from .scoring import evaluate_direction
+from .svm import train_direction
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from stylenerf_edit.directions.svm import Direction
+from stylenerf_edit.directions.direction import Direction
 from stylenerf_edit.errors import StyleNerfEditError
 from stylenerf_edit.generator.network import GeneratorConfig
 from stylenerf_edit.invert.latent import Latent

@@ -5,14 +5,16 @@ Schema, format ``stylenerf-edit-latent`` version 1 (every entry a plain numpy ar
     ws            float32 [num_ws, w_dim]   the W+ latent
     camera        float64 [4]               yaw deg, pitch deg, radius, fov deg (``generator.camera.Camera``)
     bg_code       float32 [bg_code_dim]     background code
-    loss_<name>   float32 [steps]           per-step optimisation history (total, lpips, mse, ...), optional
+    loss_<name>   float32 [steps]           per-step optimisation history (total, lpips, mse, ...), optional;
+                                            at most ``MAX_LOSS_ENTRIES`` of them, ``MAX_LOSS_STEPS`` long
     meta          0-d unicode string        JSON: format, format_version, tool_version, generator
                                             {name, weights_sha256, num_ws, w_dim, img_resolution},
                                             alignment (``invert.align.Alignment.to_dict()`` or null),
                                             metrics {psnr, lpips, ...}, source (photo path), extra {}
 
 ``load_latent`` checks every entry's presence, dtype class, shape and finiteness, and (given the generator's
-info) that the latent was made for the very same weights.
+info) that the latent was made for the very same weights. It reads under a budget (``files.NpzReader``): a file
+over ``MAX_LATENT_BYTES``, or an entry whose headers declare more, is refused before anything is decompressed.
 """
 
 from __future__ import annotations
@@ -27,12 +29,18 @@ import numpy as np
 
 from stylenerf_edit import __version__
 from stylenerf_edit.errors import StyleNerfEditError
-from stylenerf_edit.files import save_npz
+from stylenerf_edit.files import NpzError, NpzReader, save_npz
 from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import GeneratorInfo
 
 FORMAT = "stylenerf-edit-latent"
 FORMAT_VERSION = 1
+MAX_LOSS_ENTRIES = 16
+MAX_LOSS_STEPS = 100_000
+# A latent itself is ~100 KB even for large generators; the rest of the budget is loss history.
+MAX_LATENT_BYTES = 32 << 20
+_MAX_MEMBERS = 32
+_REMAKE = "re-create it with `stylenerf-edit invert`"
 
 
 class LatentError(StyleNerfEditError):
@@ -93,16 +101,21 @@ def save_latent(latent: Latent, path: str | Path) -> Path:
     return save_npz(path, arrays)
 
 
-def _array(data: Any, key: str, path: Path, ndim: int) -> np.ndarray:
-    if key not in data.files:
+def _array(data: NpzReader, key: str, path: Path, ndim: int) -> np.ndarray:
+    if key not in data:
         raise LatentError(f"{path}: not a stylenerf-edit latent (no '{key}' entry); make one with "
                           "`stylenerf-edit invert`")
-    value = data[key]
-    if value.dtype.kind != "f" or value.ndim != ndim:
-        raise LatentError(f"{path}: '{key}' must be a {ndim}-d float array, got {value.dtype} {value.shape}")
+    value = data.read(key, "f", (None,) * ndim)
     if not np.isfinite(value).all():
         raise LatentError(f"{path}: '{key}' contains NaN or infinite values; re-run the inversion")
     return value
+
+
+def _generator_ref(meta: dict[str, Any], path: Path) -> GeneratorRef:
+    try:
+        return GeneratorRef(**meta["generator"])
+    except (KeyError, TypeError):
+        raise LatentError(f"{path}: 'meta' lacks a valid generator record; {_REMAKE}") from None
 
 
 def load_latent(path: str | Path, generator: GeneratorInfo | None = None) -> Latent:
@@ -111,32 +124,19 @@ def load_latent(path: str | Path, generator: GeneratorInfo | None = None) -> Lat
     if not path.is_file():
         raise LatentError(f"{path}: no such latent file; make one with `stylenerf-edit invert PHOTO`")
     try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise LatentError(f"{path}: not a readable .npz latent file ({type(e).__name__}); "
-                          "re-create it with `stylenerf-edit invert`") from None
-    with data:
-        if "meta" not in data.files:
-            raise LatentError(f"{path}: not a stylenerf-edit latent (no 'meta' entry); make one with "
-                              "`stylenerf-edit invert`")
-        try:
-            meta = json.loads(str(data["meta"]))
-        except (ValueError, TypeError):
-            raise LatentError(f"{path}: its 'meta' entry is not valid JSON; re-create the file") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise LatentError(f"{path}: not a stylenerf-edit latent (format {meta.get('format')!r})")
-        version = meta.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise LatentError(f"{path}: latent format version {version!r} is newer than this tool understands "
-                              f"({FORMAT_VERSION}); upgrade stylenerf-edit")
-        try:
-            ref = GeneratorRef(**meta["generator"])
-        except (KeyError, TypeError):
-            raise LatentError(f"{path}: 'meta' lacks a valid generator record; re-create the file") from None
-        ws = _array(data, "ws", path, 2)
-        camera = _array(data, "camera", path, 1)
-        bg_code = _array(data, "bg_code", path, 1)
-        history = {k[len("loss_"):]: data[k] for k in data.files if k.startswith("loss_")}
+        with NpzReader(path, MAX_LATENT_BYTES, _MAX_MEMBERS) as data:
+            meta = data.read_meta(FORMAT, FORMAT_VERSION, "latent")
+            ref = _generator_ref(meta, path)
+            ws = _array(data, "ws", path, 2)
+            camera = _array(data, "camera", path, 1)
+            bg_code = _array(data, "bg_code", path, 1)
+            losses = [k for k in data.names if k.startswith("loss_")]
+            if len(losses) > MAX_LOSS_ENTRIES:
+                raise LatentError(f"{path}: {len(losses)} loss histories, over the limit of {MAX_LOSS_ENTRIES}; "
+                                  f"{_REMAKE}")
+            history = {k[len("loss_"):]: data.read(k, "f", (None,), max_items=MAX_LOSS_STEPS) for k in losses}
+    except NpzError as e:
+        raise LatentError(f"{e}; {_REMAKE}") from None
     if ws.shape != (ref.num_ws, ref.w_dim):
         raise LatentError(f"{path}: ws has shape {ws.shape}, its generator record says [{ref.num_ws}, {ref.w_dim}]")
     if camera.shape != (4,) or not (camera[2] > 0 and 0 < camera[3] < 180):
