@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -189,10 +190,14 @@ def _parse_camera(_ctx: click.Context, _param: click.Parameter, value: str | Non
               help="Pull the W+ rows towards w_avg.")
 @click.option("--spread-weight", type=float, default=InversionConfig.spread_weight, show_default=True,
               help="Pull the W+ rows towards each other.")
-@click.option("--official-baseline", is_flag=True,
-              help="The official projector's setting: frontal fixed camera, NeRF rows and background frozen.")
+@click.option("--frontal-frozen-nerf", is_flag=True,
+              help="Baseline: this optimiser under the official inversion's constraints: frontal camera (or "
+                   "--camera) kept, NeRF rows and background frozen.")
 @click.option("--batch-size", type=click.IntRange(1, 256), default=4, show_default=True,
               help="Photos optimised together.")
+@click.option("--photos-per-pass", type=click.IntRange(1, 256), default=InversionConfig.photos_per_pass,
+              show_default=True, help="Photos sent through the generator together: 1 keeps each result bit-identical "
+              "whatever its batch mates; more is faster (most on a GPU), results then differ by float rounding.")
 @click.option("--save-video", is_flag=True, help="Also write optimisation.mp4 (target | reconstruction).")
 @click.option("--paste-back", is_flag=True, help="Also write pasted.png: the reconstruction in the original photo.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
@@ -200,18 +205,19 @@ def _parse_camera(_ctx: click.Context, _param: click.Parameter, value: str | Non
 def invert(photos: tuple[Path, ...], network: str, out_dir: Path, steps: int, aligned: bool, face_index: int,
            landmarks: str, pose: str, camera: tuple[float, float] | None, fix_camera: bool, w_lr: float,
            camera_lr: float, lpips_weight: float, mse_weight: float, w_avg_weight: float, spread_weight: float,
-           official_baseline: bool, batch_size: int, save_video: bool, paste_back: bool, device: str) -> None:
+           frontal_frozen_nerf: bool, batch_size: int, photos_per_pass: int, save_video: bool, paste_back: bool,
+           device: str) -> None:
     """Invert PHOTOS into the generator: aligned.png, reconstruction.png, latent.npz, metrics.json per photo."""
     from stylenerf_edit.invert.pipeline import InvertOptions, invert_photos
 
-    if official_baseline:
-        config = InversionConfig.official_baseline(steps)
+    if frontal_frozen_nerf:
+        config = replace(InversionConfig.frozen_nerf(steps), photos_per_pass=photos_per_pass)
         camera = camera or (0.0, 0.0)
     else:
         try:
             config = InversionConfig(steps=steps, w_lr=w_lr, camera_lr=camera_lr, lpips_weight=lpips_weight,
                                      mse_weight=mse_weight, w_avg_weight=w_avg_weight, spread_weight=spread_weight,
-                                     refine_camera=not fix_camera)
+                                     refine_camera=not fix_camera, photos_per_pass=photos_per_pass)
         except ValueError as e:
             raise click.BadParameter(str(e)) from None
     options = InvertOptions(config=config, aligned=aligned, face_index=face_index, landmarks=landmarks, pose=pose,
@@ -224,8 +230,8 @@ def invert(photos: tuple[Path, ...], network: str, out_dir: Path, steps: int, al
             click.echo(f"error: {o.error}", err=True)
         else:
             c = o.camera
-            click.echo(f"{o.out_dir}  yaw {c.yaw:+.1f} pitch {c.pitch:+.1f}  PSNR {o.metrics['psnr']:.2f} dB  "
-                       f"LPIPS {o.metrics['lpips']:.3f}")
+            click.echo(f"{o.photo} -> {o.out_dir}  yaw {c.yaw:+.1f} pitch {c.pitch:+.1f}  "
+                       f"PSNR {o.metrics['psnr']:.2f} dB  LPIPS {o.metrics['lpips']:.3f}")
     if failed:
         rest = "nothing was written" if failed == len(outcomes) else f"the others were written to {out_dir}"
         click.echo(f"{failed} of {len(outcomes)} photos failed; {rest}", err=True)
@@ -308,7 +314,7 @@ def directions_train(network: str, attributes: tuple[str, ...], labeler: str, sa
 def directions_list(network: str, extra: tuple[Path, ...]) -> None:
     """The named directions `edit --edit NAME=STRENGTH` can use with a network."""
     from stylenerf_edit.directions.library import available_directions
-    from stylenerf_edit.directions.svm import load_direction
+    from stylenerf_edit.directions.direction import load_direction
     from stylenerf_edit.directions.train import direction_summary
     from stylenerf_edit.generator import describe
 
@@ -381,6 +387,9 @@ def demo(out_dir: Path, photo: Path | None, network: str, steps: int, device: st
 @click.option("--aligned", is_flag=True, help="Photos are already aligned square crops: no face detection.")
 @click.option("--batch-size", type=click.IntRange(1, 256), default=4, show_default=True,
               help="Photos optimised together.")
+@click.option("--photos-per-pass", type=click.IntRange(1, 256), default=InversionConfig.photos_per_pass,
+              show_default=True, help="Photos sent through the generator together: 1 keeps each result bit-identical "
+              "whatever its batch mates; more is faster (most on a GPU), results then differ by float rounding.")
 @click.option("--workers", type=click.IntRange(1), default=None,
               help="Local: worker processes, one device each [1: this process]. Ray: tasks in flight "
                    "[the cluster's GPUs, else CPUs].")
@@ -394,13 +403,14 @@ def demo(out_dir: Path, photo: Path | None, network: str, steps: int, device: st
               help="auto, cpu, cuda, cuda:1, or a list cuda:0,cuda:1 for local workers.")
 @_friendly_errors
 def batch(input_dir: Path, out_dir: Path, edits: tuple[str, ...], views: str, network: str, steps: int,
-          aligned: bool, batch_size: int, workers: int | None, engine: str, address: str | None, limit: int | None,
+          aligned: bool, batch_size: int, photos_per_pass: int, workers: int | None, engine: str, address: str | None, limit: int | None,
           dry_run: bool, retry_failed: bool, force: bool, device: str) -> None:
     """Invert (and edit) every photo under INPUT_DIR; resumable: a rerun skips finished photos."""
     from stylenerf_edit.batch import BatchOptions, format_plan, format_summary, run_batch
     from stylenerf_edit.invert.pipeline import InvertOptions
 
-    options = BatchOptions(invert=InvertOptions(config=InversionConfig(steps=steps), aligned=aligned,
+    config = InversionConfig(steps=steps, photos_per_pass=photos_per_pass)
+    options = BatchOptions(invert=InvertOptions(config=config, aligned=aligned,
                                                 batch_size=batch_size),
                            edits=edits, views=views, engine=engine, workers=workers, address=address,
                            device=device, limit=limit, dry_run=dry_run, retry_failed=retry_failed, force=force)

@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from stylenerf_edit.directions.library import resolve_direction
-from stylenerf_edit.editing.edit import Edit, edit_latent
-from stylenerf_edit.editing.outputs import render_latent, write_edit_outputs
+from stylenerf_edit.editing.edit import Edit, edit_latent, parse_edit
+from stylenerf_edit.editing.outputs import edit_folder_names, render_latent, write_edit_outputs
 from stylenerf_edit.images import save_png
 from stylenerf_edit.errors import StyleNerfEditError
 from stylenerf_edit.files import write_text
@@ -77,12 +77,12 @@ def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, netw
     recon = np.asarray(Image.open(outcome.out_dir / "reconstruction.png").convert("RGB"))
     rows = [(f"photo | fit ({outcome.metrics['psnr']:.1f} dB)", [aligned, recon]),
             ("inverted, new views", list(render_latent(G, latent, views)))]
+    parsed = [parse_edit(spec) for spec in edits]
     cards = []
-    for spec in edits:
-        name, _, value = spec.partition("=")
-        edit = Edit(resolve_direction(name, network, info), float(value))
+    for (name, strength), folder_name in zip(parsed, edit_folder_names(parsed)):
+        edit = Edit(resolve_direction(name, network, info), strength)
         edited = edit_latent(latent, [edit])
-        folder = out / f"{name}{float(value):+g}"
+        folder = out / folder_name
         write_edit_outputs(G, latent, edited, folder, yaws=yaws, sweep=True)
         rows.append((edit.describe(), list(render_latent(G, edited, views))))
         cards.append((edit.describe(), folder.relative_to(out)))

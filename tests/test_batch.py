@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -19,7 +20,8 @@ import torch
 from PIL import Image
 
 from stylenerf_edit.batch import (BatchOptions, assign_output_dirs, discover_photos, format_summary, run_batch)
-from stylenerf_edit.batch.commit import RECORD_NAME
+from stylenerf_edit.batch.commit import (RECORD_NAME, STAGING_NAME, CommitRefused, commit_folder,
+                                         remove_leftovers)
 from stylenerf_edit.generator.checkpoint import load_with_info
 from stylenerf_edit.invert.latent import GeneratorRef, load_latent
 from stylenerf_edit.invert.optimize import InversionConfig
@@ -51,7 +53,8 @@ def _counts(output: str) -> dict[str, int]:
 
 
 def _leftovers(out: Path) -> list[Path]:
-    return [p for p in out.rglob(".*") if ".partial-" in p.name or ".old-" in p.name]
+    """Unfinished commits, and the staging folder itself: a finished run leaves neither."""
+    return [out / STAGING_NAME] if (out / STAGING_NAME).exists() else []
 
 
 def _aligned_folder(root: Path, n: int) -> Path:
@@ -75,7 +78,7 @@ def faces() -> dict[str, Image.Image]:
 
 @pytest.fixture(scope="module")
 def direction_file(tmp_path_factory) -> Path:
-    from stylenerf_edit.directions.svm import Direction, save_direction
+    from stylenerf_edit.directions.direction import Direction, save_direction
 
     info = load_with_info("bundled:heads")[1]
     v = np.zeros(info.config.w_dim, dtype=np.float32)
@@ -99,13 +102,31 @@ def test_discovery_skips_hidden_files_and_the_output_folder(tmp_path):
 def test_output_folders_never_collide_and_known_ones_stay():
     photos = ["x.jpg", "x.png", "x/y.jpg", "a/b.jpg", "a/b.png", "a/b_png.jpg", "manifest.sqlite.jpg"]
     assigned = assign_output_dirs(photos, {}, reserved=["manifest.sqlite"])
+    # A name a photo has as it is (b_png.jpg: b_png) goes before a name made up for another (b.png).
     assert assigned == {"x.jpg": "x_jpg", "x.png": "x_png", "x/y.jpg": "x/y", "a/b.jpg": "a/b",
-                        "a/b.png": "a/b_png", "a/b_png.jpg": "a/b_png_jpg",
+                        "a/b.png": "a/b_png_2", "a/b_png.jpg": "a/b_png",
                         "manifest.sqlite.jpg": "manifest.sqlite_jpg"}
-    assert len(set(assigned.values())) == len(photos)
+    for order in (photos[::-1], sorted(photos, key=len)):      # the same names whatever the order
+        assert assign_output_dirs(order, {}, reserved=["manifest.sqlite"]) == assigned
     # A photo added later does not move the folder of one already recorded.
     again = assign_output_dirs(["b.jpg", "b.png"], {"b.png": "b"})
     assert again == {"b.jpg": "b_jpg", "b.png": "b"}
+
+
+def test_output_folder_names_are_safe_whatever_the_input_is_called():
+    photos = ["a\x01/x.png", "a_/x.png", "A.png", "a.png", "tab\t.png", "back\\slash.png", "d/e\u202e.png"]
+    assert assign_output_dirs(photos, {}) == {
+        "a\x01/x.png": "a__2/x", "a_/x.png": "a_/x", "A.png": "A", "a.png": "a_png", "tab\t.png": "tab_",
+        "back\\slash.png": "back_slash", "d/e\u202e.png": "d/e_"}
+
+
+def test_a_name_in_use_by_anything_but_this_batch_is_never_taken():
+    on_disk = {"": {"mine": None, "notes": "", "p": "p.png", "q": "other.png", "sub": ""}}
+    photos = ["mine.png", "notes.png", "p.png", "q.png", "sub/x.png"]
+    assigned = assign_output_dirs(photos, {}, existing=lambda folder: on_disk.get(folder, {}))
+    # A user's file or folder, or another photo's output, keeps its name; a plain folder may hold outputs.
+    assert assigned == {"mine.png": "mine_png", "notes.png": "notes_png", "p.png": "p", "q.png": "q_png",
+                        "sub/x.png": "sub/x"}
 
 
 # --- a hostile folder through the CLI ----------------------------------------------------------------------
@@ -384,10 +405,110 @@ def test_ray_engine_matches_the_local_engine(tmp_path):
         np.testing.assert_allclose(a[p], b[p], atol=1e-4, rtol=0)
 
 
-def test_a_new_input_folder_inside_a_photos_output_folder_is_refused(tmp_path):
+def test_a_new_input_folder_never_goes_inside_a_photos_output_folder(tmp_path):
     src, out = _aligned_folder(tmp_path, 1), tmp_path / "out"
     assert _run("batch", str(src), "--out", str(out), "--steps", "1", "--aligned").exit_code == 0
     (src / "p0").mkdir()
-    shutil.copyfile(src / "p0.png", src / "p0" / "q.png")    # would go to OUT/p0/q/, inside p0.png's folder
+    shutil.copyfile(src / "p0.png", src / "p0" / "q.png")    # OUT/p0/ is p0.png's folder: the input folder p0/
+    result = _run("batch", str(src), "--out", str(out), "--steps", "1", "--aligned")   # gets another name
+    assert result.exit_code == 0, result.output
+    assert {p: r["out_dir"] for p, r in _rows(out).items()} == {"p0.png": "p0", "p0/q.png": "p0_2/q"}
+    # A manifest that records such a nesting, or a folder outside OUT (edited by hand), is refused.
+    for bad, message in [("p0/q", "would lie inside p0/"), ("../escape", "not a safe folder name")]:
+        with sqlite3.connect(out / "manifest.sqlite") as db:
+            db.execute("UPDATE photos SET out_dir = ? WHERE path = 'p0/q.png'", (bad,))
+        result = _run("batch", str(src), "--out", str(out), "--steps", "1", "--aligned", "--force")
+        assert result.exit_code == 1 and message in result.output and len(result.output.splitlines()) == 1
+    assert not (tmp_path / "escape").exists()
+
+
+# --- nothing the batch did not write is replaced or deleted ---------------------------------------------
+
+def test_the_batch_never_replaces_or_deletes_what_it_did_not_write(tmp_path):
+    src, out = _aligned_folder(tmp_path, 2), tmp_path / "out"      # p0.png, sub/p1.png
+    (out / "p0").mkdir(parents=True)
+    (out / "p0" / "notes.txt").write_text("mine\n")                  # a user's folder where p0.png's would go
+    (out / "sub").mkdir()
+    (out / "sub" / "p1").write_text("a file\n")                      # and a user's file where sub/p1.png's would
+    base = ["batch", str(src), "--out", str(out), "--aligned", "--steps"]
+    first = _run(*base, "1")
+    assert first.exit_code == 0, first.output
+    assert {p: r["out_dir"] for p, r in _rows(out).items()} == {"p0.png": "p0_png", "sub/p1.png": "sub/p1_png"}
+    assert (out / "p0/notes.txt").read_text() == "mine\n" and (out / "sub/p1").read_text() == "a file\n"
+    record = json.loads((out / "p0_png" / RECORD_NAME).read_text())
+    assert record["photo"] == "p0.png" and record["out_dir"] == "p0_png"
+    assert record["files"]["latent.npz"] == hashlib.sha256((out / "p0_png/latent.npz").read_bytes()).hexdigest()
+
+    # A file added to a finished photo's folder, or changed in it, is the user's: redoing that photo is refused.
+    (out / "p0_png" / "notes.txt").write_text("mine too\n")
+    changed = out / "sub/p1_png/reconstruction.png"
+    changed.write_bytes(changed.read_bytes() + b"edited")
+    kept = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "manifest.sqlite"}
+    forced = _run(*base, "2", "--force")
+    assert forced.exit_code == 1 and _counts(forced.output) == {"done": 0, "failed": 2}
+    rows = _rows(out)
+    assert "p0_png/ holds notes.txt, which the batch did not write" in rows["p0.png"]["reason"]
+    assert "sub/p1_png/ holds reconstruction.png, changed since the batch wrote it" in rows["sub/p1.png"]["reason"]
+    assert all("--retry-failed" in r["reason"] and "\n" not in r["reason"] for r in rows.values())
+    assert {p: p.read_bytes() for p in kept} == kept and not _leftovers(out)
+
+    # Moved away, the photo is redone by --retry-failed; the other stays refused.
+    (out / "p0_png" / "notes.txt").unlink()
+    retried = _run(*base, "2", "--retry-failed")
+    assert retried.exit_code == 1 and _counts(retried.output) == {"done": 1, "failed": 1}
+    assert json.loads((out / "p0_png/metrics.json").read_text())["steps"] == 2
+    assert changed.read_bytes() == kept[changed] and (out / "p0/notes.txt").read_text() == "mine\n"
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_not_a_traceback(tmp_path):
+    src, out = _aligned_folder(tmp_path, 1), tmp_path / "out"
+    shutil.copyfile(src / "p0.png", os.path.join(os.fsencode(src), b"bad\xff.png"))
     result = _run("batch", str(src), "--out", str(out), "--steps", "1", "--aligned")
-    assert result.exit_code == 1 and "p0/q.png: its output folder p0/q/ would lie inside p0/" in result.output
+    assert result.exit_code == 1, result.output
+    assert _counts(result.output) == {"done": 1, "failed": 1} and "Traceback" not in result.output
+    assert "bad\\xff.png  its file name is not valid UTF-8" in result.output
+    assert list(_rows(out)) == ["p0.png"]
+
+
+def test_commit_replaces_only_its_own_unchanged_folder(tmp_path, monkeypatch):
+    import stylenerf_edit.batch.commit as commit
+
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    flushed: list[Path] = []
+    monkeypatch.setattr(commit, "fsync_path", lambda path: flushed.append(Path(path)))
+    files = {"a.txt": b"1", "edits/e+1/b.txt": b"2"}
+    commit_folder(out, "d/x", files, {"photo": "x.png"})
+    # The new folders are flushed before the rename, the folders the rename and mkdir changed after it.
+    tmp = flushed[2]
+    assert flushed[:3] == [tmp / "edits/e+1", tmp / "edits", tmp] and tmp.parent == out / STAGING_NAME
+    assert len(flushed) == 6 and set(flushed[3:]) == {out / "d", out / STAGING_NAME, out}
+    assert json.loads((out / "d/x" / RECORD_NAME).read_text())["files"] == {
+        name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    commit_folder(out, "d/x", {"a.txt": b"3"}, {"photo": "x.png"})           # its own commit: replaced
+    assert (out / "d/x/a.txt").read_bytes() == b"3" and not (out / "d/x/edits").exists()
+
+    (out / "user").mkdir()
+    (out / "file").write_text("mine\n")
+    (out / "link").symlink_to(outside)
+    refusals = [("d/x", {"photo": "y.png"}, "outputs of another photo (x.png)"),
+                ("user", {"photo": "x.png"}, "no readable batch.json"), ("file", {"photo": "x.png"}, "is a file"),
+                ("link", {"photo": "x.png"}, "is a link"), ("link/x", {"photo": "x.png"}, "is a link or a file"),
+                ("../x", {"photo": "x.png"}, "not a name"), ("..", {"photo": "x.png"}, "not a name")]
+    for rel_dir, record, message in refusals:
+        with pytest.raises(CommitRefused, match=re.escape(message)):
+            commit_folder(out, rel_dir, files, record)
+    with pytest.raises(CommitRefused, match="not a name"):
+        commit_folder(out, "y", {"../../z": b""}, {"photo": "y.png"})
+    assert (out / "d/x/a.txt").read_bytes() == b"3" and (out / "file").read_text() == "mine\n"
+    assert not any(outside.iterdir()) and not (tmp_path / "x").exists() and not any((out / "user").iterdir())
+
+    # Leftovers are removed from the staging folder only, and only the batch's own.
+    staging = out / STAGING_NAME
+    (staging / "partial-0123456789ab").mkdir()
+    (staging / "old-0123456789ab").mkdir()
+    (staging / "notes.txt").write_text("not the batch's\n")
+    (out / ".x.partial-0123456789ab").mkdir()
+    assert remove_leftovers(out) == 2
+    assert sorted(p.name for p in staging.iterdir()) == ["notes.txt"] and (out / ".x.partial-0123456789ab").is_dir()

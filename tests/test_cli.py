@@ -121,3 +121,26 @@ def test_console_entry_point_exits_cleanly_on_bad_input(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("error: ")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_demo_edit_folders_are_safe_and_stay_inside_out(tmp_path: Path) -> None:
+    from stylenerf_edit.demo import run_demo
+    from stylenerf_edit.directions.direction import Direction, save_direction
+    from stylenerf_edit.generator.checkpoint import load_with_info
+    from stylenerf_edit.invert.latent import GeneratorRef
+
+    info = load_with_info("bundled:heads")[1]
+    v = np.zeros(info.config.w_dim, dtype=np.float32)
+    v[0] = 1
+    direction = Direction(attribute="axis0", vector=v, space="w", rows=None, offset=0.0, spread=1.0,
+                          generator=GeneratorRef.from_info(info))
+    files = []
+    for folder in ("a", "b"):       # two direction files of one name, given as absolute paths
+        (tmp_path / "dirs" / folder).mkdir(parents=True)
+        files.append(save_direction(direction, tmp_path / "dirs" / folder / "axis0.npz"))
+    out = tmp_path / "work" / "demo"
+    result = run_demo(out, edits=[f"{f}=1" for f in files], steps=1, yaws=(0.0,), progress=False)
+    assert [p.name for p in (tmp_path / "work").iterdir()] == ["demo"]
+    assert sorted(p.name for p in (tmp_path / "dirs").rglob("*")) == ["a", "axis0.npz", "axis0.npz", "b"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["axis0+1", "axis0+1_2", "inversion"]
+    assert (out / "axis0+1_2" / "sweep.gif").is_file() and 'src="axis0+1_2/sweep.gif"' in result.index.read_text()

@@ -1,17 +1,24 @@
 """Which files of a folder tree are photos, and which output folder each one gets.
 
 A photo ``IN/a/b/x.jpg`` is written to ``OUT/a/b/x/``. Hidden files and folders (name starting with ``.``)
-are skipped, and so is the output folder when it lies inside the input. A name is given to one photo only:
-when ``x.jpg`` and ``x.png`` sit side by side, or a folder ``x/`` beside ``x.jpg`` holds photos of its own,
-the later photo in sorted order gets ``x_png/`` (then ``x_png_2/``, ...). Folders already recorded in the
-manifest are kept, so adding photos never moves the outputs of earlier ones.
+are skipped, and so is the output folder when it lies inside the input. Every output name, of the photo's
+folder and of each folder on the way, goes through ``names.safe_output_names``: safe (no ``.``/``..``,
+separators, leading dots or control characters; bounded length) and unique among its siblings, whatever the
+case, independently of the order photos are found in. An input folder keeps its name; photos beside it that
+want the same one get their suffix added (``x.jpg`` and ``x.png`` beside a folder ``x/``: ``x_jpg/``,
+``x_png/``). A name in use in the output folder by anything but this batch's own output (a user's file or
+folder, a link) is never taken. Folders already recorded in the manifest are kept, so adding photos never
+moves the outputs of earlier ones.
 """
 
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from pathlib import Path, PurePosixPath
-from typing import Collection, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
+
+from stylenerf_edit.names import photo_output_names, safe_output_names
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -31,24 +38,61 @@ def discover_photos(input_dir: str | Path, exclude: Sequence[str | Path] = ()) -
     return sorted(found)
 
 
-def assign_output_dirs(photos: Sequence[str], known: Mapping[str, str],
-                       reserved: Collection[str] = ()) -> dict[str, str]:
-    """Output folder (relative POSIX path) of every photo: ``known`` ones keep theirs, new ones get their stem
-    unless a sibling photo, a sibling folder of photos, another assignment or ``reserved`` holds the name."""
-    taken = set(known.values()) | set(reserved)
-    for path in [*photos, *known]:     # every folder on the way to a photo is an input folder, not an output
-        taken.update(str(parent) for parent in PurePosixPath(path).parents if str(parent) != ".")
-    assigned = {}
+PLAIN_FOLDER = ""    # what ``existing`` reports for a folder that is no photo's output (one may write inside)
+
+Existing = Callable[[str], Mapping[str, str | None]]
+
+
+def _parts(path: str) -> tuple[str, ...]:
+    return PurePosixPath(path).parts
+
+
+def _join(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
+
+
+def assign_output_dirs(photos: Sequence[str], known: Mapping[str, str], reserved: Collection[str] = (),
+                       existing: Existing | None = None) -> dict[str, str]:
+    """Output folder (relative POSIX path) of every photo (see the module docstring).
+
+    ``known``: photo -> folder recorded earlier, kept; ``reserved``: names the top level may not use;
+    ``existing(folder)``: what lies in an output folder already, entry name -> the photo its ``batch.json`` names,
+    :data:`PLAIN_FOLDER` for any other folder, None for anything else (a file, a link).
+    """
+    folder_out = {"": ""}                              # input folder -> its output folder
+    used: dict[str, set[str]] = defaultdict(set)       # output folder -> names in use in it
+    used[""].update(reserved)
+    for photo, out in sorted(known.items()):
+        inside, outside = _parts(photo), _parts(out)
+        for depth in range(len(outside)):
+            used["/".join(outside[:depth])].add(outside[depth])
+        if len(inside) == len(outside):
+            for depth in range(1, len(inside)):
+                folder_out.setdefault("/".join(inside[:depth]), "/".join(outside[:depth]))
+    subfolders: dict[str, set[str]] = defaultdict(set)
+    for path in [*photos, *known]:
+        parts = _parts(path)
+        for depth in range(1, len(parts)):
+            subfolders["/".join(parts[:depth - 1])].add("/".join(parts[:depth]))
+    waiting: dict[str, list[str]] = defaultdict(list)  # input folder -> its new photos
     for photo in photos:
-        if photo in known:
-            assigned[photo] = known[photo]
+        if photo not in known:
+            waiting["/".join(_parts(photo)[:-1])].append(photo)
+    ours = set(photos)
+    assigned = {p: known[p] for p in photos if p in known}
+    for folder in sorted({"", *(s for subs in subfolders.values() for s in subs)}, key=lambda f: len(_parts(f))):
+        out = folder_out[folder]                       # parents come first, so every folder has one by now
+        fresh = sorted(s for s in subfolders[folder] if s not in folder_out)
+        if not fresh and not waiting[folder]:
             continue
-        p = PurePosixPath(photo)
-        candidates = [p.stem, f"{p.stem}_{p.suffix[1:].lower()}"]
-        name = next((c for c in candidates if str(p.parent / c) not in taken), None)
-        count = 2
-        while name is None or str(p.parent / name) in taken:
-            name, count = f"{candidates[1]}_{count}", count + 1
-        assigned[photo] = str(p.parent / name)
-        taken.add(assigned[photo])
-    return assigned
+        on_disk = existing(out) if existing is not None else {}
+        taken = used[out] | {name for name, owner in on_disk.items() if owner != PLAIN_FOLDER}
+        for sub, name in zip(fresh, safe_output_names([(s, [_parts(s)[-1]]) for s in fresh], taken, "folder")):
+            folder_out[sub] = _join(out, name)
+            used[out].add(name)
+        taken = used[out] | {name for name, owner in on_disk.items() if owner not in ours}
+        here = waiting[folder]
+        for photo, name in zip(here, photo_output_names([_parts(p)[-1] for p in here], taken)):
+            assigned[photo] = _join(out, name)
+            used[out].add(name)
+    return {p: assigned[p] for p in photos}

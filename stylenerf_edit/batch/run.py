@@ -4,8 +4,9 @@
 writes, per photo, ``OUT/<relative path without suffix>/`` with the files of ``stylenerf-edit invert``
 (``aligned.png``, ``reconstruction.png``, ``latent.npz``, ``metrics.json``), one ``edits/<name><strength>/``
 folder per ``--edit`` (``latent.npz``, ``edited.png``, ``before_after.png`` of ``stylenerf-edit edit``; each
-edit applied on its own), and ``batch.json`` (photo, settings hash, run, worker). ``OUT/manifest.sqlite``
-records every photo (see ``manifest``).
+edit applied on its own), and ``batch.json`` (photo, folder, file hashes, settings hash, run, worker).
+``OUT/manifest.sqlite`` records every photo and its folder (see ``manifest``); folder names are made safe and
+unique (see ``discover``).
 
 Resume (the default): a photo is skipped when it is done with the same settings hash and its files are all
 there; it is redone when its files are missing or its last attempt was interrupted; a failed photo is skipped
@@ -19,6 +20,10 @@ Crash safety: the driver alone writes the output tree and the manifest. A photo'
 rename once complete (see ``commit``), then the manifest marks it done. A run killed between the two leaves
 the photo "running" with a complete folder whose ``batch.json`` carries the current settings hash: the next
 run records it as done without redoing it, so no photo is lost or processed twice.
+
+Nothing the batch did not write is replaced or deleted: a new photo whose folder name is in use by anything
+else gets another name, and a photo whose folder was changed or taken since (see ``commit``) fails with the
+reason.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -36,9 +42,11 @@ import numpy as np
 from stylenerf_edit.errors import StyleNerfEditError
 from stylenerf_edit.generator.checkpoint import GeneratorInfo, describe, file_sha256
 from stylenerf_edit.invert.pipeline import InvertOptions, calibration_path
+from stylenerf_edit.names import is_safe_name
 
-from .commit import commit_folder, list_outputs, read_record, remove_leftovers
-from .discover import PHOTO_SUFFIXES, assign_output_dirs, discover_photos
+from .commit import (RECORD_NAME, STAGING_NAME, CommitRefused, commit_folder, list_outputs, read_record,
+                     remove_leftovers, staging_folder)
+from .discover import PHOTO_SUFFIXES, PLAIN_FOLDER, Existing, assign_output_dirs, discover_photos
 from .engines import ENGINES, require_ray, run_local, run_ray
 from .manifest import Manifest, PhotoRecord
 from .worker import BatchEdit, PhotoTask, WorkerJob
@@ -131,19 +139,19 @@ def _array_digest(*arrays: np.ndarray | None) -> str:
 
 def resolve_edits(specs: Sequence[str], network: str, info: GeneratorInfo) -> tuple[BatchEdit, ...]:
     """``"smile=2"`` specs -> edits with their directions loaded and checked against the generator, and an
-    output folder each (``smile+2``)."""
+    output folder each (``smile+2``, see ``editing.outputs.edit_folder_names``)."""
     from stylenerf_edit.directions.library import resolve_direction
     from stylenerf_edit.editing.edit import parse_edit
+    from stylenerf_edit.editing.outputs import edit_folder_names
 
-    edits: dict[str, BatchEdit] = {}
+    parsed: dict[tuple[str, float], str] = {}
     for spec in specs:
-        name, strength = parse_edit(spec)
-        path = Path(name)
-        folder = f"{path.stem if path.suffix == '.npz' else path.name}{strength:+g}"
-        if folder in edits:
+        edit = parse_edit(spec)
+        if edit in parsed:
             raise BatchError(f"--edit {spec}: the same direction and strength is given twice")
-        edits[folder] = BatchEdit(folder, resolve_direction(name, network, info), strength)
-    return tuple(edits.values())
+        parsed[edit] = spec
+    return tuple(BatchEdit(folder, resolve_direction(name, network, info), strength)
+                 for (name, strength), folder in zip(parsed, edit_folder_names(list(parsed))))
 
 
 def batch_config(info: GeneratorInfo, network: str, options: BatchOptions, edits: Sequence[BatchEdit],
@@ -171,8 +179,25 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
-def _check_nesting(assigned: dict[str, str]) -> None:
-    """Refuse an output folder inside another photo's: redoing that photo would replace both."""
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode()
+    except UnicodeEncodeError:     # os.fsdecode turned bytes that are not UTF-8 into lone surrogates
+        return False
+    return True
+
+
+def _shown(name: str) -> str:
+    return name.encode(errors="surrogateescape").decode(errors="backslashreplace")
+
+
+def _check_assignments(assigned: dict[str, str], manifest_path: Path) -> None:
+    """Refuse a recorded output folder that is not a safe relative path (a manifest edited by hand or by an
+    older version), and a folder inside another photo's: redoing that photo would replace both."""
+    for photo, folder in assigned.items():
+        if not all(is_safe_name(part) for part in folder.split("/")):
+            raise BatchError(f"{manifest_path}: records the output folder {folder!r} for {photo}, which is not a "
+                             "safe folder name; move the manifest away to start a new one")
     folders = {folder: photo for photo, folder in assigned.items()}
     for photo, folder in assigned.items():
         outer = next((str(p) for p in PurePosixPath(folder).parents if str(p) in folders), None)
@@ -221,6 +246,27 @@ def _plan(report: BatchReport, photos: Sequence[str], records: dict[str, PhotoRe
     report.planned, report.deferred = todo[:limit], [p.path for p in todo[limit:]]
 
 
+def _existing(out_root: Path) -> Existing:
+    """What lies in an output folder already, for ``assign_output_dirs``: entry name -> the photo its
+    ``batch.json`` names, ``PLAIN_FOLDER`` for a folder without one, None for anything else."""
+    def look(folder: str) -> dict[str, str | None]:
+        where = out_root / folder
+        if where.is_symlink() or not where.is_dir():
+            return {}
+        found: dict[str, str | None] = {}
+        for entry in where.iterdir():
+            if entry.is_symlink() or not entry.is_dir():
+                found[entry.name] = None
+            elif not os.path.lexists(entry / RECORD_NAME):
+                found[entry.name] = PLAIN_FOLDER
+            else:
+                photo = (read_record(entry) or {}).get("photo")
+                found[entry.name] = photo if isinstance(photo, str) else None
+        return found
+
+    return look
+
+
 @contextlib.contextmanager
 def _exclusive(out_root: Path) -> Iterator[None]:
     """Hold ``OUT/.batch.lock`` for the run: two drivers on one output folder would overwrite each other."""
@@ -264,8 +310,13 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, network: str = "bundle
     edits = resolve_edits(options.edits, network, info)
     config = batch_config(info, network, options, edits, yaws)
     report = BatchReport(input_dir, out_root, config_hash(config), dry_run=options.dry_run)
+    # The manifest keeps names as text: a name that is not UTF-8 cannot be recorded, so it is reported instead.
+    unnamed = [p for p in photos if not _is_utf8(p)]
+    report.failed.update({_shown(p): "its file name is not valid UTF-8, which the manifest cannot record; "
+                                     "rename it" for p in unnamed})
+    photos = [p for p in photos if p not in unnamed]
     manifest_path = out_root / MANIFEST_NAME
-    reserved = [MANIFEST_NAME, f"{MANIFEST_NAME}-journal", LOCK_NAME]
+    reserved = [MANIFEST_NAME, f"{MANIFEST_NAME}-journal", LOCK_NAME, STAGING_NAME]
 
     if options.dry_run:
         records = {}
@@ -273,27 +324,31 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, network: str = "bundle
             with Manifest(manifest_path, readonly=True) as manifest:
                 records = manifest.records()
         known = {p: r.out_dir for p, r in records.items()}
-        assigned = assign_output_dirs(photos, known, reserved)
-        _check_nesting(assigned)
+        assigned = assign_output_dirs(photos, known, reserved, _existing(out_root))
+        _check_assignments(assigned, manifest_path)
         _plan(report, photos, records, assigned, options)
         return report
 
     out_root.mkdir(parents=True, exist_ok=True)
     with _exclusive(out_root), Manifest(manifest_path) as manifest:
         records = manifest.records()
-        assigned = assign_output_dirs(photos, {p: r.out_dir for p, r in records.items()}, reserved)
-        _check_nesting(assigned)
+        assigned = assign_output_dirs(photos, {p: r.out_dir for p, r in records.items()}, reserved,
+                                      _existing(out_root))
+        _check_assignments(assigned, manifest_path)
         _plan(report, photos, records, assigned, options)
         manifest.add([(p, assigned[p]) for p in photos if p not in records])
         for path in report.recovered:
             committed = read_record(out_root / assigned[path]) or {}
             manifest.mark_done(path, list_outputs(out_root, assigned[path]), report.config_hash,
                                committed.get("seconds"), committed.get("worker"), committed.get("committed"))
-        remove_leftovers({(out_root / d).parent for d in assigned.values()})
+        remove_leftovers(out_root)
         if report.planned:
+            staging_folder(out_root)
             run = manifest.begin_run(options.engine, input_dir, report.config_hash, config)
             _execute(report, manifest, run, WorkerJob(network, options.invert, edits, tuple(yaws)), options)
             manifest.end_run(run)
+        with contextlib.suppress(OSError):     # only when empty: it is kept while it holds anything
+            (out_root / STAGING_NAME).rmdir()
     return report
 
 
@@ -317,16 +372,21 @@ def _execute(report: BatchReport, manifest: Manifest, run: int, job: WorkerJob, 
     with bar, contextlib.closing(results):
         for batch_results in results:
             for r in batch_results:
-                if r.error is None:
+                error = r.error
+                if error is None:
                     committed = time.time()
                     record = {"photo": r.path, "config_hash": report.config_hash, "run": run, "worker": r.worker,
                               "seconds": round(r.seconds, 3), "committed": committed}
-                    outputs = commit_folder(report.out_dir, tasks[r.path].out_dir, r.files, record)
-                    manifest.mark_done(r.path, outputs, report.config_hash, r.seconds, r.worker, committed)
-                    report.done.append(r.path)
-                else:
-                    manifest.mark_failed(r.path, r.error, report.config_hash, r.seconds or None, r.worker or None)
-                    report.failed[r.path] = r.error
+                    try:
+                        outputs = commit_folder(report.out_dir, tasks[r.path].out_dir, r.files, record)
+                    except CommitRefused as e:
+                        error = str(e)
+                    else:
+                        manifest.mark_done(r.path, outputs, report.config_hash, r.seconds, r.worker, committed)
+                        report.done.append(r.path)
+                if error is not None:
+                    manifest.mark_failed(r.path, error, report.config_hash, r.seconds or None, r.worker or None)
+                    report.failed[r.path] = error
             bar.update(len(batch_results))
             report.seconds = time.perf_counter() - t0
             bar.set_postfix_str(f"{report.photos_per_hour:.0f} photos/h, {len(report.failed)} failed")

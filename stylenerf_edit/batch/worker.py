@@ -23,7 +23,7 @@ from typing import Sequence
 
 import torch
 
-from stylenerf_edit.directions.svm import Direction
+from stylenerf_edit.directions.direction import Direction
 from stylenerf_edit.editing.edit import Edit, edit_latent
 from stylenerf_edit.editing.outputs import write_edit_outputs
 from stylenerf_edit.errors import StyleNerfEditError, one_line

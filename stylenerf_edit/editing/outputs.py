@@ -13,7 +13,7 @@ Files in ``out_dir``:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Sequence
 
 import numpy as np
@@ -24,6 +24,7 @@ from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import load_with_info, resolve_device
 from stylenerf_edit.generator.network import Generator
 from stylenerf_edit.invert.latent import Latent, load_latent, save_latent
+from stylenerf_edit.names import safe_output_names
 
 from .edit import Edit, edit_latent, parse_edit, row_group
 from stylenerf_edit.images import contact_sheet, pingpong, save_png, write_gif, write_mp4
@@ -42,6 +43,17 @@ def parse_views(spec: str) -> list[float]:
     except ValueError:
         raise StyleNerfEditError(f"views {spec!r}: expected START:STOP:COUNT (e.g. -30:30:7) or a list like "
                                  "-20,0,20 (degrees)") from None
+
+
+def edit_folder_names(edits: Sequence[tuple[str, float]]) -> list[str]:
+    """The folder of each ``(direction, strength)`` edit: ``smile+2``, or a direction file's stem (``dirs/x.npz``
+    at -1: ``x-1``), made safe and unique by ``names.safe_output_names``."""
+    wanted = []
+    for name, strength in edits:
+        path = PurePath(name)
+        base = path.stem if path.suffix == ".npz" else path.name
+        wanted.append((f"{name}={strength!r}", [f"{base}{strength:+g}"]))
+    return safe_output_names(wanted, fallback="edit")
 
 
 def render_latent(G: Generator, latent: Latent, cameras: Sequence[Camera]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Photos to latents: load, align, estimate the camera, optimise, and write each photo's results.
 
-Per photo, ``OUT/<photo stem>/`` receives ``aligned.png`` (the generator-resolution target),
+Per photo, ``OUT/<name>/`` (see :func:`output_dirs`) receives ``aligned.png`` (the generator-resolution target),
 ``reconstruction.png``, ``latent.npz`` (see ``invert.latent``), ``metrics.json`` and, on request,
 ``optimisation.mp4`` (target | reconstruction over the steps) and ``pasted.png`` (the reconstruction warped
 back into the original photo). A photo that cannot be processed (unreadable, no face) is reported and skipped;
@@ -19,6 +19,7 @@ Initial camera (``pose``):
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import (GeneratorInfo, load_with_info, model_directory, resolve_device,
                                                  resolve_network)
 from stylenerf_edit.generator.network import Generator
+from stylenerf_edit.names import photo_output_names
 
 from .align import AlignedFace, align_photo, aligned_input, paste_back
 from .latent import GeneratorRef, Latent, save_latent
@@ -156,14 +158,25 @@ class PhotoOutcome:
     error: str | None = None
 
 
+def _inverted_photo(folder: Path) -> str | None:
+    """The photo (absolute path) whose results ``folder`` holds, from its ``metrics.json``; None otherwise."""
+    if folder.is_symlink() or not folder.is_dir():
+        return None
+    try:
+        photo = json.loads((folder / "metrics.json").read_text()).get("photo")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return os.path.abspath(photo) if isinstance(photo, str) else None
+
+
 def output_dirs(photos: Sequence[Path], out_dir: Path) -> list[Path]:
-    """``out_dir/<stem>`` per photo, with ``_2``, ``_3``… when stems repeat."""
-    seen: dict[str, int] = {}
-    dirs = []
-    for p in photos:
-        seen[p.stem] = seen.get(p.stem, 0) + 1
-        dirs.append(out_dir / (p.stem if seen[p.stem] == 1 else f"{p.stem}_{seen[p.stem]}"))
-    return dirs
+    """``out_dir/<name>`` per photo, named from the photo's absolute path by ``names.photo_output_names``: safe,
+    unique within the call, the same on a rerun. An entry of ``out_dir`` that does not hold the results of one
+    of these photos (a user's file or folder, a link) keeps its name to itself and is never written into."""
+    keys = [os.path.abspath(p) for p in photos]
+    ours = set(keys)
+    taken = [e.name for e in out_dir.iterdir() if _inverted_photo(e) not in ours] if out_dir.is_dir() else []
+    return [out_dir / name for name in photo_output_names(keys, taken)]
 
 
 class VideoRecorder:
@@ -203,7 +216,7 @@ def write_photo_outputs(result: InversionResult, prepared: PreparedPhoto, out: P
     if options.paste_back:
         original = load_photo(prepared.path)
         save_png(paste_back(original, recon, prepared.face.alignment), out / "pasted.png")
-    report = {"photo": str(prepared.path), "network": info.name, "weights_sha256": info.weights_sha256,
+    report = {"photo": os.path.abspath(prepared.path), "network": info.name, "weights_sha256": info.weights_sha256,
               "camera": asdict(result.camera), "initial_camera": asdict(cam0), "pose_method": method,
               **result.metrics, "steps": options.config.steps, "seconds": round(seconds, 2),
               "config": asdict(options.config)}
