@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,11 @@ from stylenerf_edit.synthetic.params import background_from_code, head_params_fr
 from stylenerf_edit.synthetic.predictor import AttributePredictor
 from stylenerf_edit.synthetic.renderer import render_heads
 
-PSNR_FLOOR_DB = 20.0  # bench/bundled.py measures the mean on 256 pairs; this is a regression floor
+# A model that ignores z renders every head as the average one, which already scores ~20.4 dB against the
+# world on these pairs (the background and pose are right); the shipped model scores 27.0 dB (3.7 to 12.8 dB
+# better per pair). bench/bundled.py measures the mean on 256 pairs.
+MEAN_GAIN_DB = 4.0   # mean PSNR over the average-latent render's, on the same pairs
+PAIR_GAIN_DB = 1.0   # and on every pair
 
 
 @pytest.fixture(scope="module")
@@ -26,17 +31,42 @@ def G():
     return load_generator()
 
 
+@dataclass
+class Pairs:
+    """Eight held-out latents with cameras within +-30 degrees, background codes and ground-truth renders."""
+
+    z: torch.Tensor
+    code: torch.Tensor
+    cams: list[Camera]
+    real: torch.Tensor
+
+    def render(self, G, ws: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return G.synthesize(ws, self.cams, self.code).img
+
+    def gains_over_average(self, G) -> torch.Tensor:
+        """Per pair: PSNR of ``G(z)`` minus PSNR of the average latent's render, both against the world."""
+        ws_avg = G.mapping.w_avg.expand(len(self.z), G.num_ws, -1)
+        return psnr(self.render(G, G.mapping(self.z)), self.real) - psnr(self.render(G, ws_avg), self.real)
+
+
 @pytest.fixture(scope="module")
-def pairs(G):
-    """Eight held-out latents with cameras within +-30 degrees and their model and ground-truth renders."""
+def pairs(G) -> Pairs:
     g = torch.Generator().manual_seed(31337)
     z, code = torch.randn(8, 512, generator=g), G.sample_bg_code(8, g)
     cams = [Camera(yaw=float(y), pitch=float(p)) for y, p in zip(torch.linspace(-30, 30, 8), torch.linspace(8, -8, 8))]
     world, intr = stack_cameras(cams)
-    with torch.no_grad():
-        fake = G.synthesize(G.mapping(z), (world, intr), code).img
     real = render_heads(head_params_from_z(z), world, intr, G.img_resolution, background_from_code(code)).image
-    return z, cams, fake, real
+    return Pairs(z, code, cams, real)
+
+
+@pytest.fixture(scope="module")
+def fake(G, pairs) -> torch.Tensor:
+    return pairs.render(G, G.mapping(pairs.z))
+
+
+def _reproduces(gains: torch.Tensor) -> bool:
+    return bool(gains.mean() >= MEAN_GAIN_DB and gains.min() >= PAIR_GAIN_DB)
 
 
 def test_loads_by_name_as_the_default(G) -> None:
@@ -47,25 +77,28 @@ def test_loads_by_name_as_the_default(G) -> None:
     assert size < 20 * 2 ** 20
 
 
-def test_reproduces_its_world(pairs) -> None:
-    _, _, fake, real = pairs
-    assert psnr(fake, real).mean() >= PSNR_FLOOR_DB
+def test_reproduces_each_head_of_its_world_not_just_the_average_one(G, pairs) -> None:
+    gains = pairs.gains_over_average(G)
+    assert _reproduces(gains), gains
 
 
-def test_predictor_reads_the_pose_off_the_models_renders(pairs) -> None:
+def test_a_model_that_ignores_z_fails_that_check(G, pairs, monkeypatch) -> None:
+    monkeypatch.setattr(G.mapping, "forward", lambda z, **_: G.mapping.w_avg.expand(len(z), G.num_ws, -1))
+    assert not _reproduces(pairs.gains_over_average(G))
+
+
+def test_predictor_reads_the_pose_off_the_models_renders(pairs, fake) -> None:
     """Pose read off the model's images agrees with the cameras: the heads turn as the cameras say."""
-    _, cams, fake, _ = pairs
     pred = AttributePredictor.from_pretrained().predict(fake)
-    yaw = torch.tensor([c.yaw for c in cams])
+    yaw = torch.tensor([c.yaw for c in pairs.cams])
     assert (pred["yaw"] - yaw).abs().mean() < 5.0
 
 
 @pytest.mark.xfail(strict=True, reason="known gap: the shipped model renders no glasses rims yet (64 px, two-stage "
                                        "CPU distillation); see MODEL_CARD.md 'What it is not'")
-def test_predictor_sees_the_glasses_the_world_has(pairs) -> None:
-    z, _, fake, _ = pairs
+def test_predictor_sees_the_glasses_the_world_has(pairs, fake) -> None:
     pred = AttributePredictor.from_pretrained().predict(fake)
-    assert ((pred["glasses"] > 0.5).float() == head_params_from_z(z).glasses).float().mean() >= 0.75
+    assert ((pred["glasses"] > 0.5).float() == head_params_from_z(pairs.z).glasses).float().mean() >= 0.75
 
 
 def test_render_without_network_uses_the_bundled_model(tmp_path: Path) -> None:

@@ -1,10 +1,13 @@
 """W+ optimisation through the whole generator, with the camera and background code refined jointly.
 
-Unlike the official projector (frontal camera, NeRF rows frozen, background discarded), every row of W+
+Unlike the official inversion (fixed camera; its eval mode freezes the NeRF rows and background), every row of W+
 receives gradients through the volume renderer, the camera's yaw and pitch follow the photo under the
-generator's pose prior, and the background code is fitted too. Several photos are optimised as one batch:
-each photo's loss is summed (not averaged), and Adam works per element, so a photo's result does not depend
-on its batch mates. There is no randomness: the same inputs give the same result.
+generator's pose prior, and the background code is fitted too. Several photos are optimised in one call,
+but each goes through the generator and LPIPS on its own, with its own leaf tensors in Adam, so a photo's
+result is bit-identical alone or with any batch mates at any position. (Batched matrix products round in
+an order that depends on the batch size; 300 steps amplified that to 0.07 in w, 0.04 dB. Batching 4-8
+photos saved 10-17 % CPU time per step on one thread with the bundled model.) There is no randomness: the
+same inputs give the same result.
 """
 
 from __future__ import annotations
@@ -44,10 +47,16 @@ class InversionConfig:
     refine_camera: bool = True
     fit_background: bool = True
     nerf_grad: bool = True          # False: the official eval mode, NeRF rows and background frozen
+    # 1: every photo goes through the generator on its own, so its result is bit-identical whatever its batch mates.
+    # More: that many photos per generator call, faster (most on a GPU); results then depend on batch mates through
+    # float rounding only (batched products round in another order: <= 0.07 in w, 0.04 dB after 300 steps).
+    photos_per_pass: int = 1
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.photos_per_pass < 1:
+            raise ValueError(f"photos_per_pass must be >= 1, got {self.photos_per_pass}")
         for name in ("w_lr", "camera_lr", "bg_lr", "lpips_weight", "mse_weight", "w_avg_weight", "spread_weight",
                      "pose_prior_weight"):
             value = getattr(self, name)
@@ -55,8 +64,8 @@ class InversionConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
     @classmethod
-    def official_baseline(cls, steps: int = 300) -> "InversionConfig":
-        """The official projector's setting: fixed camera, NeRF rows and background frozen, W+ only."""
+    def frozen_nerf(cls, steps: int = 300) -> "InversionConfig":
+        """Camera kept, NeRF rows and background frozen (the official inversion's constraints): upsampler rows only."""
         return cls(steps=steps, refine_camera=False, fit_background=False, nerf_grad=False)
 
 
@@ -90,6 +99,44 @@ def lpips_input(images: torch.Tensor) -> torch.Tensor:
 StepCallback = Callable[[int, dict[str, torch.Tensor], torch.Tensor], None]
 
 
+@dataclass
+class _Pass:
+    """The K photos that go through the generator together: their targets and their own optimised leaves."""
+
+    target: torch.Tensor        # [K, 3, R, R]
+    target_lp: torch.Tensor     # the targets as LPIPS sees them
+    ws: torch.Tensor            # [K, num_ws, w_dim]
+    bg_code: torch.Tensor       # [K, bg_code_dim]
+    yaw: torch.Tensor           # [K]
+    pitch: torch.Tensor         # [K]
+    radius: torch.Tensor        # [K]
+    camera_mat: torch.Tensor    # [K, 4, 4]
+
+    def render(self, G: Generator, nerf_grad: bool = True) -> torch.Tensor:
+        world = world_matrix(self.yaw, self.pitch, self.radius)
+        return G.synthesis(self.ws, world, self.camera_mat, self.bg_code, nerf_grad=nerf_grad).img
+
+
+def _loss_terms(G: Generator, photo: _Pass, lpips: torch.nn.Module, config: InversionConfig,
+                w_avg: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Per-photo loss terms (each [K], "total" included) and the current images [K, 3, R, R]."""
+    img = photo.render(G, config.nerf_grad)
+    terms = {"lpips": lpips(lpips_input(img), photo.target_lp).reshape(-1),
+             "mse": (img - photo.target).square().mean(dim=(1, 2, 3))}
+    total = config.lpips_weight * terms["lpips"] + config.mse_weight * terms["mse"]
+    if config.w_avg_weight:
+        terms["w_avg"] = (photo.ws - w_avg).square().mean(dim=(1, 2))
+        total = total + config.w_avg_weight * terms["w_avg"]
+    if config.spread_weight:
+        terms["spread"] = (photo.ws - photo.ws.mean(dim=1, keepdim=True)).square().mean(dim=(1, 2))
+        total = total + config.spread_weight * terms["spread"]
+    if config.refine_camera and config.pose_prior_weight:
+        terms["pose_prior"] = -G.camera_prior.log_prob(photo.yaw, photo.pitch)
+        total = total + config.pose_prior_weight * terms["pose_prior"]
+    terms["total"] = total
+    return terms, img
+
+
 def invert(G: Generator, targets: torch.Tensor, cameras: Sequence[Camera], lpips: torch.nn.Module,
            config: InversionConfig | None = None, init_ws: torch.Tensor | None = None,
            init_bg_code: torch.Tensor | None = None, callback: StepCallback | None = None) -> list[InversionResult]:
@@ -113,22 +160,32 @@ def invert(G: Generator, targets: torch.Tensor, cameras: Sequence[Camera], lpips
     w_avg = G.mapping.w_avg.detach()
     ws0 = w_avg.expand(B, G.num_ws, -1) if init_ws is None else init_ws.to(dev)
     assert ws0.shape == (B, G.num_ws, G.cfg.w_dim), f"init_ws must be [B, {G.num_ws}, {G.cfg.w_dim}]"
-    ws = ws0.detach().clone().float().requires_grad_(True)
     bg0 = torch.zeros(B, G.cfg.bg_code_dim, device=dev) if init_bg_code is None else init_bg_code.to(dev)
-    bg_code = bg0.detach().clone().float().requires_grad_(config.fit_background and config.nerf_grad)
-    yaw = torch.tensor([c.yaw for c in cameras], dtype=torch.float32, device=dev, requires_grad=config.refine_camera)
-    pitch = torch.tensor([c.pitch for c in cameras], dtype=torch.float32, device=dev,
-                         requires_grad=config.refine_camera)
-    radius = torch.tensor([c.radius for c in cameras], dtype=torch.float32, device=dev)
-    camera_mat = intrinsics_inverse(torch.tensor([c.fov for c in cameras], dtype=torch.float32)).to(dev)
+    fit_bg = config.fit_background and config.nerf_grad
 
-    groups = [{"params": [ws], "lr": config.w_lr, "base": config.w_lr}]
+    def leaf(values: list[float], grad: bool) -> torch.Tensor:
+        # Fresh tensors per pass: no pass's tensor is a view into (or shares memory layout with) another's.
+        return torch.tensor(values, dtype=torch.float32, device=dev).requires_grad_(grad)
+
+    photos = []
+    for i in range(0, B, config.photos_per_pass):
+        j, cams = i + config.photos_per_pass, cameras[i:i + config.photos_per_pass]
+        target = targets[i:j].clone()
+        photos.append(_Pass(target=target, target_lp=lpips_input(target),
+                            ws=ws0[i:j].detach().float().clone().requires_grad_(True),
+                            bg_code=bg0[i:j].detach().float().clone().requires_grad_(fit_bg),
+                            yaw=leaf([c.yaw for c in cams], config.refine_camera),
+                            pitch=leaf([c.pitch for c in cams], config.refine_camera),
+                            radius=leaf([c.radius for c in cams], False),
+                            camera_mat=intrinsics_inverse(torch.tensor([c.fov for c in cams])).to(dev)))
+
+    groups = [{"params": [p.ws for p in photos], "lr": config.w_lr, "base": config.w_lr}]
     if config.refine_camera:
-        groups.append({"params": [yaw, pitch], "lr": config.camera_lr, "base": config.camera_lr})
-    if bg_code.requires_grad:
-        groups.append({"params": [bg_code], "lr": config.bg_lr, "base": config.bg_lr})
+        groups.append({"params": [t for p in photos for t in (p.yaw, p.pitch)], "lr": config.camera_lr,
+                       "base": config.camera_lr})
+    if fit_bg:
+        groups.append({"params": [p.bg_code for p in photos], "lr": config.bg_lr, "base": config.bg_lr})
     opt = torch.optim.Adam(groups, betas=(0.9, 0.999))
-    target_lp = lpips_input(targets)
     history: dict[str, list[np.ndarray]] = {}
     was_training, grad_flags = G.training, [p.requires_grad for p in G.parameters()]
     G.eval().requires_grad_(False)   # gradients reach the latents only
@@ -137,42 +194,36 @@ def invert(G: Generator, targets: torch.Tensor, cameras: Sequence[Camera], lpips
             factor = learning_rate_factor(step, config.steps, config.warmup, config.rampdown)
             for g in opt.param_groups:
                 g["lr"] = g["base"] * factor
-            world = world_matrix(yaw, pitch, radius)
-            img = G.synthesis(ws, world, camera_mat, bg_code, nerf_grad=config.nerf_grad).img
-            terms = {"lpips": lpips(lpips_input(img), target_lp).reshape(B),
-                     "mse": (img - targets).square().mean(dim=(1, 2, 3))}
-            total = config.lpips_weight * terms["lpips"] + config.mse_weight * terms["mse"]
-            if config.w_avg_weight:
-                terms["w_avg"] = (ws - w_avg).square().mean(dim=(1, 2))
-                total = total + config.w_avg_weight * terms["w_avg"]
-            if config.spread_weight:
-                terms["spread"] = (ws - ws.mean(dim=1, keepdim=True)).square().mean(dim=(1, 2))
-                total = total + config.spread_weight * terms["spread"]
-            if config.refine_camera and config.pose_prior_weight:
-                terms["pose_prior"] = -G.camera_prior.log_prob(yaw, pitch)
-                total = total + config.pose_prior_weight * terms["pose_prior"]
-            terms["total"] = total
-            if not torch.isfinite(total).all():
-                raise FloatingPointError(f"the loss became non-finite at step {step}; lower the learning rates")
             opt.zero_grad(set_to_none=True)
-            total.sum().backward()
+            per_photo, images = [], []
+            for photo in photos:
+                terms, img = _loss_terms(G, photo, lpips, config, w_avg)
+                if not torch.isfinite(terms["total"]).all():
+                    raise FloatingPointError(f"the loss became non-finite at step {step}; lower the learning rates")
+                terms["total"].sum().backward()
+                per_photo.append({k: v.detach() for k, v in terms.items()})
+                images.append(img.detach())
             opt.step()
+            terms = {k: torch.cat([t[k] for t in per_photo]) for k in per_photo[0]}
             for k, v in terms.items():
-                history.setdefault(k, []).append(v.detach().cpu().numpy())
+                history.setdefault(k, []).append(v.cpu().numpy())
             if callback is not None:
-                callback(step, {k: v.detach() for k, v in terms.items()}, img.detach())
+                callback(step, terms, torch.cat(images))
         with torch.no_grad():
-            final = G.synthesis(ws, world_matrix(yaw, pitch, radius), camera_mat, bg_code).img
-            metrics = {"psnr": psnr(final, targets), "ssim": ssim(final, targets),
-                       "lpips": lpips(lpips_input(final), target_lp).reshape(B)}
+            images = [photo.render(G) for photo in photos]
+            scores = {"psnr": torch.cat([psnr(img, p.target) for img, p in zip(images, photos)]),
+                      "ssim": torch.cat([ssim(img, p.target) for img, p in zip(images, photos)]),
+                      "lpips": torch.cat([lpips(lpips_input(img), p.target_lp).reshape(-1)
+                                          for img, p in zip(images, photos)])}
+            finals = torch.cat(images)
+            metrics = [{k: float(v[i]) for k, v in scores.items()} for i in range(B)]
     finally:
         G.train(was_training)
         for p, flag in zip(G.parameters(), grad_flags):
             p.requires_grad_(flag)
     stacked = {k: np.stack(v, axis=1) for k, v in history.items()}    # [B, steps]
-    yaw, pitch = yaw.detach(), pitch.detach()
-    return [InversionResult(ws=ws[i].detach(), camera=cameras[i].with_(yaw=float(yaw[i]), pitch=float(pitch[i])),
-                            bg_code=bg_code[i].detach(), image=final[i],
-                            history={k: v[i] for k, v in stacked.items()},
-                            metrics={k: float(v[i]) for k, v in metrics.items()})
-            for i in range(B)]
+    ws, bg_code = torch.cat([p.ws.detach() for p in photos]), torch.cat([p.bg_code.detach() for p in photos])
+    yaw, pitch = torch.cat([p.yaw.detach() for p in photos]), torch.cat([p.pitch.detach() for p in photos])
+    return [InversionResult(ws=ws[i], camera=cam.with_(yaw=yaw[i].item(), pitch=pitch[i].item()), bg_code=bg_code[i],
+                            image=finals[i], history={k: v[i] for k, v in stacked.items()}, metrics=metrics[i])
+            for i, cam in enumerate(cameras)]
