@@ -1,55 +1,86 @@
 """Train the bundled model: a small StyleNeRF distilled from the procedural head world.
 
 ``G(z, camera, bg_code)`` is trained to reproduce ``render_heads(head_params_from_z(z), camera,
-background_from_code(bg_code))``: a supervised regression with exact targets, rendered on the fly at
-cameras drawn from the StyleNeRF pose prior. Besides the image, the NeRF's own low-resolution RGB and its
-opacity are supervised by the (pooled) target image and coverage mask, which teaches the radiance field
-the true geometry early and keeps the model view-consistent.
+background_from_code(bg_code))``: a supervised regression with exact targets at cameras drawn from the
+StyleNeRF pose prior. Besides the image, the NeRF's own low-resolution RGB and its opacity are supervised
+by the (pooled) target image and coverage mask, which teaches the radiance field the true geometry early
+and keeps the model view-consistent. World 2 also renders per-part coverage masks (eyes, mouth,
+glasses, ...); ``--part-weights`` weights the image loss by them, so that it concentrates where the edits
+live instead of on the background.
 
-    python -m stylenerf_edit.synthetic.distill --out runs/heads --steps 16000 --minutes 110
-    python -m stylenerf_edit.synthetic.distill --out runs/heads2 --init runs/heads/checkpoint.pt --steps 9000
-    python -m stylenerf_edit.synthetic.distill --out runs/heads2 --export stylenerf_edit/synthetic/bundled/heads
+A training run is a sequence of stages. Each stage starts from the previous one's exported model (weights
+only, the kind committed to the repository) and records its exact command, budget and resumes in the
+exported ``config.json`` (``source.stages``), from which the model card is written:
 
-A linear probe (discarded after training) reads the ten head coordinates of the normalised z back out of w.
+    python -m stylenerf_edit.synthetic.distill --out runs/heads_v2 --init stylenerf_edit/synthetic/bundled/heads \\
+        --resolution 128 --world 2 --minutes 110 --part-weights eyes=4,mouth=3,glasses=4 --trainset 32768
+    python -m stylenerf_edit.synthetic.distill --out runs/heads_v2 --export stylenerf_edit/synthetic/bundled/heads
+
+``--init`` takes an exported model directory or a run's ``checkpoint.pt``; tensors whose name and shape
+match are copied (the mapping, the NeRF and the 64-px upsampler block of a 64-px model fit the 128-px
+one), the others start fresh, a new last ToRGB at zero so the warm-started model begins as its own
+upsampled output. On a GPU the same command with ``--device cuda --batch 64 --threads 8`` renders the
+targets on the GPU; its export is a stage like any other.
+
+A linear probe (discarded after training) reads the head coordinates of the normalised z back out of w.
 Its loss makes W encode every attribute linearly, as InterFaceGAN's linear SVMs assume; without it the
 mapping network, at StyleGAN's 0.01 learning-rate multiplier, passes the small-image attributes (smile,
 glasses, eye size) to w only weakly and the synthesis renders an average face for them.
 
-The run is resumable (``--out`` holds ``checkpoint.pt``, rewritten every few minutes, and ``log.csv``)
-and seeded; ``--export`` writes the final weights in the native format.
+The run directory holds ``checkpoint.pt`` (rewritten atomically every few minutes and on SIGTERM/SIGINT;
+a restart with the same ``--out`` resumes exactly: step, data position, random state, optimizer),
+``log.csv`` and, with ``--trainset N``, a pre-rendered training set of N samples (see ``trainset.py``)
+that a second process can render ahead of the trainer (``--render-set``).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import math
 import pickle
+import shlex
+import signal
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from stylenerf_edit.errors import CheckpointError, one_line
+from stylenerf_edit.errors import CheckpointError, StyleNerfEditError, one_line
+from stylenerf_edit.files import atomic_path
 from stylenerf_edit.generator.camera import stack_cameras
-from stylenerf_edit.generator.checkpoint import save_pretrained
+from stylenerf_edit.generator.checkpoint import load_with_info, save_pretrained, weights_sha256
+from stylenerf_edit.generator.mapping import normalize_2nd_moment
 from stylenerf_edit.generator.network import Generator, GeneratorConfig
 from stylenerf_edit.metrics import psnr
 
-from stylenerf_edit.generator.mapping import normalize_2nd_moment
+from .params import BACKGROUND_CODE_SCALE, NUM_HEAD_PARAMS, background_from_code, head_params_from_z
+from .renderer import PARTS, WORLD_VERSIONS, render_heads
+from .trainset import SetSpec, TrainingSet
 
-from .params import NUM_HEAD_PARAMS, background_from_code, head_params_from_z
-from .renderer import render_heads
+TRAINER = "stylenerf_edit.synthetic.distill"
 
 
-def bundled_config() -> GeneratorConfig:
-    """The bundled model: the FFHQ architecture family at 64 px with smaller widths; z and w stay 512-d."""
-    return GeneratorConfig(img_resolution=64, mapping_layers=4, nerf_resolution=32, feature_dim=64, fg_hidden=64,
-                           fg_layers=4, fg_freqs=8, bg_hidden=32, bg_layers=2, bg_freqs=4, n_ray_samples=12,
-                           block_channels=[64])
+class DistillError(StyleNerfEditError):
+    """A training option or run directory is unusable."""
+
+
+def bundled_config(resolution: int = 64) -> GeneratorConfig:
+    """The bundled model: the FFHQ architecture family with smaller widths; z and w stay 512-d.
+
+    64 px: one upsampler block (the first-generation model). 128 px: a second, narrower block on top; one
+    CPU training step at batch 8 costs about 10 % more than at 64 px, the NeRF dominating both.
+    """
+    if resolution not in (64, 128):
+        raise DistillError(f"--resolution {resolution}: the bundled model comes at 64 or 128 px")
+    return GeneratorConfig(img_resolution=resolution, mapping_layers=4, nerf_resolution=32, feature_dim=64,
+                           fg_hidden=64, fg_layers=4, fg_freqs=8, bg_hidden=32, bg_layers=2, bg_freqs=4,
+                           n_ray_samples=12, block_channels=[64] if resolution == 64 else [64, 48])
 
 
 @dataclass
@@ -58,27 +89,102 @@ class TrainConfig:
     batch: int = 8
     lr: float = 1e-3
     # Stored mapping weights are scaled by the 0.01 lr multiplier at run time, so this is 5e-4 effective: the
-    # mapping must learn to pull the ten head coordinates out of z, which 0.01x the synthesis rate never does.
+    # mapping must learn to pull the head coordinates out of z, which 0.01x the synthesis rate never does.
     mapping_lr: float = 0.05
-    minutes: float = 110.0          # wall-clock budget (a safety stop when ``steps`` is set)
+    minutes: float = 110.0          # wall-clock budget of training steps (a safety stop when ``steps`` is set)
     steps: int = 0                  # step budget; 0: the schedule follows the wall-clock budget instead
     lowres_weight: float = 0.5      # NeRF RGB at 32 px vs the pooled target
     mask_weight: float = 0.5        # NeRF opacity vs the pooled coverage mask
-    face_weight: float = 0.0        # extra image-loss weight on head pixels (small features: eyes, glasses rims)
+    face_weight: float = 0.0        # extra image-loss weight on head pixels
+    part_weights: str = ""          # image-loss weight per part of the world, e.g. "eyes=4,mouth=3" (others 1)
     probe_weight: float = 0.0       # linear readout of the head coordinates of z from w
-    init: str = ""                  # start from this run's checkpoint.pt weights (fresh optimizer and schedule)
+    init: str = ""                  # start from this exported model directory or run checkpoint.pt
     clip: float = 1.0
     checkpoint_minutes: float = 3.0
     threads: int = 2
+    resolution: int = 128           # 64 or 128 (see ``bundled_config``)
+    world: int = 2                  # version of the procedural world that renders the targets
+    trainset: int = 0               # pre-rendered training set size in samples; 0: render every batch
+    chunk: int = 128                # samples per training-set file
+    device: str = "cpu"
+    log_every: int = 50             # steps per log.csv row (the row holds their means)
 
 
-def sample_batch(G: Generator, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Latents, background codes and prior cameras with their exact target renders."""
-    z = torch.randn(n, G.cfg.z_dim, generator=gen)
-    code = G.sample_bg_code(n, gen)
-    world, intr = stack_cameras(G.camera_prior.sample(n, gen))
-    target = render_heads(head_params_from_z(z), world, intr, G.cfg.img_resolution, background_from_code(code))
-    return {"z": z, "code": code, "world": world, "intr": intr, "img": target.image, "mask": target.mask}
+def parse_part_weights(spec: str) -> dict[str, float]:
+    """``"eyes=4,mouth=3"`` -> {"eyes": 4.0, "mouth": 3.0}; names from :data:`renderer.PARTS`."""
+    weights = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, _, value = item.partition("=")
+        if name not in PARTS or not value:
+            raise DistillError(f"--part-weights {spec!r}: expected NAME=WEIGHT items with NAME one of "
+                               f"{', '.join(PARTS)}")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise DistillError(f"--part-weights {spec!r}: {value!r} is not a number") from None
+        if weights[name] < 0:
+            raise DistillError(f"--part-weights {spec!r}: weights must be >= 0")
+    return weights
+
+
+def render_targets(z: torch.Tensor, code: torch.Tensor, world_mat: torch.Tensor, camera_mat: torch.Tensor,
+                   resolution: int, world: int) -> dict[str, torch.Tensor]:
+    """The exact targets of (z, code, camera): image [-1, 1], coverage mask, per-part masks (world 2 on)."""
+    if world not in WORLD_VERSIONS:
+        raise DistillError(f"--world {world}: the procedural worlds are {', '.join(map(str, WORLD_VERSIONS))}")
+    r = render_heads(head_params_from_z(z), world_mat, camera_mat, resolution, background_from_code(code),
+                     world=world, parts=world > 1)
+    return {"img": r.image, "mask": r.mask} | ({"parts": r.parts} if r.parts is not None else {})
+
+
+def sample_inputs(cfg: GeneratorConfig, n: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Latents, background codes and prior cameras (on the CPU: the same draws on every device)."""
+    z = torch.randn(n, cfg.z_dim, generator=gen)
+    code = torch.randn(n, cfg.bg_code_dim, generator=gen) * BACKGROUND_CODE_SCALE
+    world, intr = stack_cameras(cfg.camera.sample(n, gen))
+    return z, code, world, intr
+
+
+def sample_batch(G: Generator, n: int, gen: torch.Generator, world: int) -> dict[str, torch.Tensor]:
+    """A freshly drawn batch with its targets, rendered on the generator's device."""
+    z, code, world_mat, intr = (t.to(G.device) for t in sample_inputs(G.cfg, n, gen))
+    return {"z": z, "code": code, "world": world_mat, "intr": intr,
+            **render_targets(z, code, world_mat, intr, G.cfg.img_resolution, world)}
+
+
+def pixel_weights(batch: dict[str, torch.Tensor], tc: TrainConfig) -> torch.Tensor:
+    """[B, 1, R, R] image-loss weight: 1, plus ``face_weight`` on the head, plus ``w - 1`` per weighted part."""
+    weight = 1 + tc.face_weight * batch["mask"]
+    parts = parse_part_weights(tc.part_weights)
+    if parts and "parts" not in batch:
+        raise DistillError(f"--part-weights needs per-part masks, which world {tc.world} does not render")
+    for name, w in parts.items():
+        i = PARTS.index(name)
+        weight = weight + (w - 1) * batch["parts"][:, i:i + 1]
+    return weight
+
+
+def part_errors(img: torch.Tensor, target: torch.Tensor, parts: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per part: the coverage-weighted squared error (in [0, 1] units) and the covered pixels, summed over the
+    batch: summed again over a log interval they give each part's PSNR (:func:`log_values`)."""
+    se = (((img.clamp(-1, 1) - target) / 2) ** 2).mean(1, keepdim=True)
+    out = {}
+    for i, name in enumerate(PARTS[1:], start=1):
+        cover = parts[:, i:i + 1]
+        out[f"se_{name}"], out[f"px_{name}"] = (se * cover).sum(), cover.sum()
+    return out
+
+
+def log_values(sums: dict[str, float], n: int) -> dict[str, float]:
+    """Interval sums -> the logged row: mean of every term, and PSNR per part pooled over its pixels (NaN
+    when the interval held less than a pixel of it, e.g. no glasses)."""
+    row = {k: v / n for k, v in sums.items() if not k.startswith(("se_", "px_"))}
+    for k in sums:
+        if k.startswith("se_"):
+            name = k[3:]
+            pixels = sums[f"px_{name}"]
+            row[f"psnr_{name}"] = -10 * math.log10(max(sums[k] / pixels, 1e-12)) if pixels >= 1 else float("nan")
+    return row
 
 
 def losses(G: Generator, probe: torch.nn.Linear, batch: dict[str, torch.Tensor],
@@ -86,23 +192,22 @@ def losses(G: Generator, probe: torch.nn.Linear, batch: dict[str, torch.Tensor],
     ws = G.mapping(batch["z"])
     out = G.synthesis(ws, batch["world"], batch["intr"], batch["code"])
     err = out.img - batch["img"]
-    weight = 1 + tc.face_weight * batch["mask"]
+    weight = pixel_weights(batch, tc)
     image = ((err.abs() + 0.5 * err.square()) * weight).mean() / weight.mean()
     head_coords = normalize_2nd_moment(batch["z"])[:, :NUM_HEAD_PARAMS]
     readout = (probe(ws[:, 0]) - head_coords).square().mean()
     r = G.cfg.nerf_resolution
     pool = G.cfg.img_resolution // r
-    low_target = F.avg_pool2d(batch["img"], pool)
-    low = (out.rgb_lr - low_target).abs().mean()
+    low = (out.rgb_lr - F.avg_pool2d(batch["img"], pool)).abs().mean()
     opacity = (1 - out.rays.bg_lambda).reshape(-1, 1, r, r)
     mask = (opacity - F.avg_pool2d(batch["mask"], pool)).abs().mean()
     total = image + tc.lowres_weight * low + tc.mask_weight * mask + tc.probe_weight * readout
+    terms = {"total": total, "image": image, "lowres": low, "mask": mask, "readout": readout}
     with torch.no_grad():
-        quality = psnr(out.img, batch["img"]).mean()
-    return {"total": total, "image": image, "lowres": low, "mask": mask, "readout": readout, "psnr": quality}
-
-
-LOGGED = ("total", "image", "lowres", "mask", "readout", "psnr")
+        terms["psnr"] = psnr(out.img, batch["img"]).mean()
+        if "parts" in batch:
+            terms.update(part_errors(out.img, batch["img"], batch["parts"]))
+    return terms
 
 
 def lr_factor(progress: float) -> float:
@@ -139,8 +244,11 @@ def load_run_state(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise CheckpointError(f"{path}: refused, it holds more than plain tensors and numbers "
-                              f"({one_line(error)[:160]}); only load training checkpoints written by this tool") from None
+        # torch's message is a page of advice; the name after "GLOBAL" is what was refused.
+        _, found, rest = str(error).partition("GLOBAL ")
+        what = f"it references {rest.split()[0]}" if found and rest.split() else "it holds more than plain data"
+        raise CheckpointError(f"{path}: refused, {what}, and a training checkpoint holds only tensors, dicts, lists "
+                              "and numbers; only load training checkpoints written by this tool") from None
     except (RuntimeError, EOFError, OSError) as error:
         raise CheckpointError(f"{path}: not a readable training checkpoint ({one_line(error)[:160]})") from None
     if not isinstance(state, dict) or "G" not in state:
@@ -148,106 +256,250 @@ def load_run_state(path: str | Path) -> dict:
     return state
 
 
-def train(out_dir: Path, tc: TrainConfig) -> Generator:
+def _stages_of_source(source: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stage list of an exported model's ``source``; first-generation exports nest one earlier stage."""
+    if "stages" in source:
+        return list(source["stages"])
+    if not source:
+        return []
+    earlier = source.get("started_from")
+    this = {k: v for k, v in source.items() if k != "started_from"}
+    return ([earlier] if earlier else []) + [this]
+
+
+def _stage_record(state: dict[str, Any]) -> dict[str, Any]:
+    """What one stage was: its first command, settings, budget actually spent, world and every (re)start."""
+    tc = state["train_config"]
+    sessions = state.get("sessions", [])
+    return {"trained_by": TRAINER, "command": sessions[0]["command"] if sessions else "",
+            "steps": state["step"], "samples": state.get("samples", 0), "minutes": round(state["elapsed"] / 60, 1),
+            "world": tc.get("world", 1), "resolution": state.get("generator", {}).get("img_resolution", 64),
+            "init": tc.get("init", ""), "init_weights_sha256": state.get("init_weights_sha256", ""),
+            "train_config": tc, "sessions": sessions}
+
+
+@dataclass
+class WarmStart:
+    """What ``--init`` provided."""
+
+    copied: list[str]
+    fresh: list[str]
+    history: list[dict[str, Any]]     # the stages that made the init model
+    weights_sha256: str
+
+
+def warm_start(G: Generator, probe: torch.nn.Linear, init: str | Path) -> WarmStart:
+    """Copy every tensor of ``init`` (an exported model directory or a run checkpoint) whose name and shape
+    match into G (and the probe, from a checkpoint); zero the ToRGB of upsampler blocks that start fresh."""
+    path = Path(init)
+    if not path.exists():
+        raise DistillError(f"--init {init}: no such file or directory; pass an exported model directory "
+                           "(config.json + model.safetensors) or a run's checkpoint.pt")
+    probe_state: dict[str, torch.Tensor] = {}
+    if path.is_dir():
+        G0, info = load_with_info(path)
+        weights, history, sha = G0.state_dict(), _stages_of_source(info.extra.get("source", {})), info.weights_sha256
+    else:
+        state = load_run_state(path)
+        weights, probe_state = state["G"], state.get("probe", {})
+        history = list(state.get("history", [])) + [_stage_record(state)]
+        sha = weights_sha256(weights)
+    own = G.state_dict()
+    fits = {k: v for k, v in weights.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not any(k.startswith("synthesis.") for k in fits):
+        raise DistillError(f"--init {init}: no synthesis weights fit this generator "
+                           f"({G.cfg.img_resolution} px); pass a bundled-family model or checkpoint")
+    G.load_state_dict(fits, strict=False)
+    fresh = sorted(set(own) - set(fits))
+    with torch.no_grad():
+        for name in G.synthesis.block_names:
+            if any(k.startswith(f"synthesis.{name}.") for k in fresh):
+                getattr(G.synthesis, name).torgb.weight.zero_()
+        if probe_state and all(tuple(probe_state[k].shape) == tuple(v.shape) for k, v in probe.state_dict().items()):
+            probe.load_state_dict(probe_state)
+    return WarmStart(copied=sorted(fits), fresh=fresh, history=history, weights_sha256=sha)
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def open_training_set(out_dir: Path, tc: TrainConfig, cfg: GeneratorConfig) -> TrainingSet:
+    """The run's pre-rendered set: samples drawn like :func:`sample_batch`'s, rendered on ``tc.device``."""
+    spec = SetSpec(seed=tc.seed, size=tc.trainset, chunk=tc.chunk, resolution=cfg.img_resolution, world=tc.world)
+    dev = torch.device(tc.device)
+
+    def render(z: torch.Tensor, code: torch.Tensor, world_mat: torch.Tensor, intr: torch.Tensor) -> dict:
+        return render_targets(z.to(dev), code.to(dev), world_mat.to(dev), intr.to(dev), cfg.img_resolution, tc.world)
+
+    return TrainingSet(out_dir / "trainset", spec, lambda n, gen: sample_inputs(cfg, n, gen), render)
+
+
+def _check(tc: TrainConfig) -> None:
+    if tc.batch < 1 or tc.threads < 1 or tc.log_every < 1:
+        raise DistillError("--batch, --threads and --log-every must be at least 1")
+    if parse_part_weights(tc.part_weights) and tc.world == 1:
+        raise DistillError("--part-weights needs per-part masks, which world 1 does not render; use --world 2")
+    if tc.device.startswith("cuda") and not torch.cuda.is_available():
+        raise DistillError(f"--device {tc.device}: no CUDA GPU here; use --device cpu")
+
+
+def train(out_dir: Path, tc: TrainConfig, command: str = "", stop: Callable[[int], bool] = lambda step: False,
+          config: GeneratorConfig | None = None) -> Generator:
+    """Train (or resume) the run in ``out_dir``.
+
+    Args:
+        command: the command line, recorded in the checkpoint and the exported model's stage history.
+        stop: asked after every step; True ends the session early with a checkpoint (the signal handlers
+            of :func:`main` use it).
+        config: the generator of a new run; default ``bundled_config(tc.resolution)``.
+    """
+    _check(tc)
     torch.set_num_threads(tc.threads)
+    device = torch.device(tc.device)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / "checkpoint.pt"
+    state = load_run_state(ckpt_path) if ckpt_path.exists() else None
+    cfg = GeneratorConfig.from_dict(state["generator"]) if state else config or bundled_config(tc.resolution)
+    if cfg.img_resolution != tc.resolution:
+        raise DistillError(f"{ckpt_path}: this run trains a {cfg.img_resolution}-px model, not {tc.resolution} px; "
+                           f"pass --resolution {cfg.img_resolution} or a new --out")
     torch.manual_seed(tc.seed)  # only the weight initialisation uses the global RNG
-    G = Generator(bundled_config()).train()
+    G = Generator(cfg).train()
     probe = torch.nn.Linear(G.cfg.w_dim, NUM_HEAD_PARAMS)
-    if tc.init and not ckpt_path.exists():
-        G.load_state_dict(load_run_state(tc.init)["G"])
+    history: list[dict[str, Any]] = []
+    init_sha = ""
+    if tc.init and state is None:
+        start = warm_start(G, probe, tc.init)
+        history, init_sha = start.history, start.weights_sha256
+        fresh_blocks = sorted({".".join(k.split(".")[:2]) for k in start.fresh})
+        print(f"init from {tc.init}: {len(start.copied)} tensors copied, {len(start.fresh)} fresh "
+              f"({', '.join(fresh_blocks) or 'none'})")
+    G.to(device)
+    probe.to(device)
     mapping_params = list(G.mapping.parameters())
     other = [p for n, p in G.named_parameters() if not n.startswith("mapping.")]
     opt = torch.optim.Adam([{"params": other, "lr": tc.lr}, {"params": mapping_params, "lr": tc.mapping_lr},
                             {"params": list(probe.parameters()), "lr": tc.lr}], betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(tc.seed + 1)
-    step, elapsed = 0, 0.0
-    if ckpt_path.exists():
-        state = load_run_state(ckpt_path)
+    step, samples, elapsed, sessions, sums = 0, 0, 0.0, [], {}
+    if state:
         G.load_state_dict(state["G"])
         probe.load_state_dict(state["probe"])
         opt.load_state_dict(_reorder_optimizer_state(state, G))
         gen.set_state(state["rng"])
-        step, elapsed = state["step"], state["elapsed"]
+        step, samples, elapsed = state["step"], state["samples"], state["elapsed"]
+        sessions, history, init_sha = list(state["sessions"]), list(state["history"]), state["init_weights_sha256"]
+        sums = dict(state["log_sums"])
         print(f"resumed at step {step} ({elapsed / 60:.1f} min)")
-    log_new = not (out_dir / "log.csv").exists()
-    log_file = open(out_dir / "log.csv", "a", newline="")
-    log = csv.writer(log_file)
-    if log_new:
-        log.writerow(["step", "minutes", "lr"] + list(LOGGED))
+    sessions.append({"command": command, "utc": _utc_now(), "at_step": step, "threads": tc.threads,
+                     "device": str(device), "torch": str(torch.__version__)})
+    dataset = open_training_set(out_dir, tc, G.cfg) if tc.trainset else None
     budget = tc.minutes * 60
 
     def progress() -> float:
         # A step budget makes the schedule immune to other load on the machine; time is the fallback.
         return step / tc.steps if tc.steps else elapsed / budget
 
-    last_ckpt = time.time()
-    bar = tqdm(total=tc.steps or int(budget), initial=step if tc.steps else int(elapsed),
-               unit="step" if tc.steps else "s", desc="distilling", dynamic_ncols=True)
-    running = {}
-    while progress() < 1 and elapsed < budget:
-        t0 = time.time()
-        factor = lr_factor(progress())
-        for group, base in zip(opt.param_groups, (tc.lr, tc.mapping_lr, tc.lr)):
-            group["lr"] = base * factor
-        batch = sample_batch(G, tc.batch, gen)
-        terms = losses(G, probe, batch, tc)
-        opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        torch.nn.utils.clip_grad_norm_(G.parameters(), tc.clip)
-        opt.step()
-        step += 1
-        dt = time.time() - t0
-        elapsed += dt
-        bar.update((step if tc.steps else int(elapsed)) - bar.n)
-        for k, v in terms.items():
-            running[k] = 0.98 * running.get(k, float(v.detach())) + 0.02 * float(v.detach())
-        bar.set_postfix(step=step, psnr=f"{running['psnr']:.2f}", loss=f"{running['total']:.4f}")
-        if step % 50 == 0:
-            log.writerow([step, f"{elapsed / 60:.2f}", f"{tc.lr * factor:.2e}"] + [f"{running[k]:.5f}" for k in LOGGED])
-            log_file.flush()
-        if time.time() - last_ckpt > tc.checkpoint_minutes * 60 or progress() >= 1 or elapsed >= budget:
-            tmp = ckpt_path.with_suffix(".tmp")
+    def save() -> None:
+        with atomic_path(ckpt_path) as tmp:
             torch.save({"G": G.state_dict(), "opt": opt.state_dict(), "rng": gen.get_state(), "step": step,
-                        "elapsed": elapsed, "train_config": asdict(tc), "param_names": _param_names(G),
-                        "probe": probe.state_dict()}, tmp)
-            tmp.replace(ckpt_path)
-            last_ckpt = time.time()
-    bar.close()
-    log_file.close()
+                        "samples": samples, "elapsed": elapsed, "train_config": asdict(tc),
+                        "generator": G.cfg.to_dict(), "param_names": _param_names(G), "probe": probe.state_dict(),
+                        "sessions": sessions, "history": history, "init_weights_sha256": init_sha,
+                        "log_sums": sums}, tmp)
+
+    log_path = out_dir / "log.csv"
+    log_file = open(log_path, "a", newline="")
+    log = csv.writer(log_file)
+    last_ckpt, header_written = time.time(), log_path.stat().st_size > 0
+    try:
+        while progress() < 1 and elapsed < budget:
+            t0 = time.time()
+            factor = lr_factor(progress())
+            for group, base in zip(opt.param_groups, (tc.lr, tc.mapping_lr, tc.lr)):
+                group["lr"] = base * factor
+            batch = dataset.batch(samples, tc.batch, device) if dataset else sample_batch(G, tc.batch, gen, tc.world)
+            terms = losses(G, probe, batch, tc)
+            opt.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            torch.nn.utils.clip_grad_norm_(G.parameters(), tc.clip)
+            opt.step()
+            step, samples = step + 1, samples + tc.batch
+            elapsed += time.time() - t0
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            if step % tc.log_every == 0:
+                row = log_values(sums, tc.log_every)
+                if not header_written:
+                    log.writerow(["step", "minutes", "lr"] + list(row))
+                    header_written = True
+                log.writerow([step, f"{elapsed / 60:.2f}", f"{tc.lr * factor:.2e}"] + [f"{v:.5f}" for v in row.values()])
+                log_file.flush()
+                print(f"step {step} {elapsed / 60:.1f} min psnr {row['psnr']:.2f} loss {row['total']:.4f}", flush=True)
+                sums = {}
+            stopping = stop(step)
+            if stopping or time.time() - last_ckpt > tc.checkpoint_minutes * 60 or progress() >= 1 or elapsed >= budget:
+                save()
+                last_ckpt = time.time()
+            if stopping:
+                print(f"stopped at step {step}; checkpoint written, rerun the same command to resume", flush=True)
+                break
+    finally:
+        log_file.close()
     return G.eval()
 
 
 def export(out_dir: Path, target: Path) -> Path:
+    """Write the run's model (weights only, with its truncation centre) and its stage history to ``target``."""
     state = load_run_state(out_dir / "checkpoint.pt")
-    G = Generator(bundled_config())
+    G = Generator(GeneratorConfig.from_dict(state["generator"]))
     G.load_state_dict(state["G"])
     with torch.no_grad():  # truncation centre: the mean w of the final mapping network
         z = torch.randn(20000, G.cfg.z_dim, generator=torch.Generator().manual_seed(123))
         G.mapping.w_avg.copy_(G.mapping(z)[:, 0].mean(0))
-    source = {"trained_by": "stylenerf_edit.synthetic.distill", "steps": state["step"],
-              "minutes": round(state["elapsed"] / 60, 1), "train_config": state["train_config"]}
-    init = state["train_config"].get("init")
-    if init:   # a continued run: record the run it started from as well
-        first = load_run_state(init)
-        source["started_from"] = {"steps": first["step"], "minutes": round(first["elapsed"] / 60, 1),
-                                  "train_config": first["train_config"]}
-    return save_pretrained(G.eval(), target, source=source)
+    stages = list(state["history"]) + [_stage_record(state)]
+    return save_pretrained(G.eval(), target, source={"trained_by": TRAINER, "stages": stages})
+
+
+def render_set(out_dir: Path, tc: TrainConfig) -> None:
+    """Render the run's training set ahead of its trainer (a second process; nothing else changes)."""
+    _check(tc)
+    if not tc.trainset:
+        raise DistillError("--render-set needs --trainset N (the same as the trainer's)")
+    torch.set_num_threads(tc.threads)
+    dataset = open_training_set(out_dir, tc, bundled_config(tc.resolution))
+    t0 = time.time()
+    dataset.render_all(lambda i: print(f"chunk {i + 1}/{dataset.spec.chunks} {time.time() - t0:.0f} s", flush=True))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="run directory (checkpoint.pt, log.csv)")
+    parser.add_argument("--out", type=Path, required=True, help="run directory (checkpoint.pt, log.csv, trainset/)")
     parser.add_argument("--export", type=Path, default=None, help="write the trained model here and exit")
+    parser.add_argument("--render-set", action="store_true", help="only render the run's --trainset, then exit")
     for field, value in asdict(TrainConfig()).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args()
-    if args.export:
-        print(export(args.out, args.export))
-        return
-    tc = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})
-    train(args.out, tc)
+    try:
+        if args.export:
+            print(export(args.out, args.export))
+            return
+        tc = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})
+        if args.render_set:
+            render_set(args.out, tc)
+            return
+        requested: list[int] = []
+
+        def request_stop(signum: int, frame: object) -> None:
+            requested.append(signum)
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        command = shlex.join(["python", "-m", TRAINER, *sys.argv[1:]])
+        train(args.out, tc, command=command, stop=lambda step: bool(requested))
+    except StyleNerfEditError as error:
+        sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":

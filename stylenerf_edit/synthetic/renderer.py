@@ -6,13 +6,14 @@ do not change the silhouette (mouth, lips, teeth, brows, lines, irises) are pain
 head coordinates, so they move rigidly with the head between views. Anti-aliasing is an s x s box
 filter over sub-pixel rays placed exactly like the generator's pixel centres.
 
+This module draws world 1 and chooses between the worlds; world 2 lives in ``world2``.
+
 World frame (the generator's): +z up, the head at the origin facing +x, its left towards +y.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +21,15 @@ import torch.nn.functional as F
 from stylenerf_edit.generator.camera import ray_bundle
 
 from .params import HeadParams
+from .raycast import INF, PARTS, HeadRender, band, lerp, palette, ray_ellipsoid, ray_vertical_cylinder
+from .world2 import render_world2
 
+__all__ = ["DEFAULT_WORLD", "PARTS", "WORLD_VERSIONS", "HeadRender", "render_heads", "ray_ellipsoid",
+           "ray_vertical_cylinder"]
+
+WORLD_VERSIONS = (1, 2)
+DEFAULT_WORLD = 1  # the world of the shipped model; 2 becomes the default when a model distilled from it ships
 SCALE = 0.9  # overall head size: frames the head like an FFHQ crop at the FFHQ camera (fov 12 deg, radius 1)
-INF = float("inf")
 
 # Material ids of the primitives (index into the ``t`` stack).
 FACE, JAW, NOSE, EYE_L, EYE_R, EAR_L, EAR_R, HAIR, TORSO, NECK, GLASSES = range(11)
@@ -36,66 +43,9 @@ LIPS, MOUTH_INSIDE, TEETH = torch.tensor([0.62, 0.25, 0.25]), torch.tensor([0.18
 EYE_WHITE, IRIS, FRAME = torch.tensor([0.93, 0.93, 0.9]), torch.tensor([0.25, 0.35, 0.45]), torch.tensor([0.05, 0.05, 0.06])
 
 
-@dataclass
-class HeadRender:
-    """Rendered heads."""
-
-    image: torch.Tensor   # [B, 3, R, R] in [-1, 1] (the generator's range)
-    depth: torch.Tensor   # [B, 1, R, R] camera depth of the nearest surface, averaged over covered sub-pixels
-    mask: torch.Tensor    # [B, 1, R, R] fraction of each pixel covered by the head (0 = background)
-
-
-def ray_ellipsoid(origins: torch.Tensor, dirs: torch.Tensor, center: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
-    """Nearest positive hit distance of unit rays with axis-aligned ellipsoids, inf on a miss.
-
-    Args:
-        origins: [B, 1, 3]; dirs: unit directions [B, N, 3]; center, radii: [B, 1, 3].
-    Returns:
-        [B, N].
-    """
-    o = (origins - center) / radii
-    d = dirs / radii
-    a = (d * d).sum(-1)
-    b = (o * d).sum(-1)
-    c = (o * o).sum(-1) - 1
-    disc = b * b - a * c
-    t = (-b - disc.clamp(min=0).sqrt()) / a
-    return torch.where((disc > 0) & (t > 0), t, torch.full_like(t, INF))
-
-
-def ray_vertical_cylinder(origins: torch.Tensor, dirs: torch.Tensor, center_xy: torch.Tensor, radius: float,
-                          z_range: tuple[float, float]) -> torch.Tensor:
-    """Nearest hit with a finite cylinder around a vertical axis through ``center_xy`` [B, 1, 2]; inf on a miss."""
-    o = origins[..., :2] - center_xy
-    d = dirs[..., :2]
-    a = (d * d).sum(-1).clamp(min=1e-12)
-    b = (o * d).sum(-1)
-    c = (o * o).sum(-1) - radius * radius
-    disc = b * b - a * c
-    t = (-b - disc.clamp(min=0).sqrt()) / a
-    z = origins[..., 2] + t * dirs[..., 2]
-    ok = (disc > 0) & (t > 0) & (z > z_range[0]) & (z < z_range[1])
-    return torch.where(ok, t, torch.full_like(t, INF))
-
-
-def _lerp(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    return a + (b - a) * w
-
-
-def _band(distance: torch.Tensor, half_width: float | torch.Tensor, softness: float) -> torch.Tensor:
-    """1 inside |distance| < half_width, fading to 0 over ``softness`` (resolution-independent anti-aliasing)."""
-    return (1 - (distance.abs() - half_width) / softness).clamp(0, 1)
-
-
-def _palette(palette: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Piecewise-linear colour ramp: u [B] in [0, 1] -> [B, 3]."""
-    x = u.clamp(0, 1) * (len(palette) - 1)
-    i = x.floor().long().clamp(max=len(palette) - 2)
-    return _lerp(palette[i], palette[i + 1], (x - i)[:, None])
-
-
 def render_heads(params: HeadParams, world_mat: torch.Tensor, camera_mat: torch.Tensor, resolution: int,
-                 background: torch.Tensor, supersample: int = 2) -> HeadRender:
+                 background: torch.Tensor, supersample: int = 2, *, world: int = DEFAULT_WORLD,
+                 parts: bool = False) -> HeadRender:
     """Render a batch of heads.
 
     Args:
@@ -104,7 +54,17 @@ def render_heads(params: HeadParams, world_mat: torch.Tensor, camera_mat: torch.
         resolution: output size R.
         background: flat background colours [B, 3] in [0, 1].
         supersample: s, rays per pixel side (s*s rays per pixel).
+        world: which version of the world (:data:`WORLD_VERSIONS`); a model records the one it was
+            distilled from. 1 is the 64-px world of the first bundled model; 2 is drawn for 128 px
+            (``world2``): eyes, glasses, smiles and age that stay visible down to 64 px.
+        parts: also return per-part coverage masks (``HeadRender.parts``, channels :data:`PARTS`; world 2 only).
     """
+    if world == 2:
+        return render_world2(params, world_mat, camera_mat, resolution, background, supersample, parts=parts)
+    if world != 1:
+        raise ValueError(f"unknown world version {world!r}; known: {', '.join(map(str, WORLD_VERSIONS))}")
+    if parts:
+        raise ValueError("per-part masks are only drawn by world 2 (render_heads(..., world=2, parts=True))")
     B = len(params)
     dev = world_mat.device
     p = params.to(dev)
@@ -162,8 +122,8 @@ def render_heads(params: HeadParams, world_mat: torch.Tensor, camera_mat: torch.
     normal = torch.where((mat == GLASSES)[..., None], torch.tensor([1.0, 0.0, 0.0], device=dev).expand_as(normal), normal)
     normal = F.normalize(normal, dim=-1)
 
-    skin = _lerp(pal["skin_light"], pal["skin_dark"], p.skin_tone[:, None]) * (1 - 0.12 * p.age[:, None])
-    hair = _lerp(_palette(pal["hair"], p.hair_color), pal["grey"].expand(B, 3), (p.age ** 1.5)[:, None])
+    skin = lerp(pal["skin_light"], pal["skin_dark"], p.skin_tone[:, None]) * (1 - 0.12 * p.age[:, None])
+    hair = lerp(palette(pal["hair"], p.hair_color), pal["grey"].expand(B, 3), (p.age ** 1.5)[:, None])
     albedo = skin[:, None, :].expand(B, R * R, 3).clone()
     albedo = torch.where((mat == HAIR)[..., None], hair[:, None], albedo)
     albedo = torch.where((mat == TORSO)[..., None], pal["clothes"], albedo)
@@ -218,7 +178,7 @@ def _eye_colour(x: torch.Tensor, mat: torch.Tensor, p: HeadParams, pal: dict[str
     front = local[..., 0] > 0
     iris = (front & (off_axis < 0.62)).float()[..., None]
     pupil = (front & (off_axis < 0.3)).float()[..., None]
-    colour = _lerp(pal["eye_white"].expand_as(x), pal["iris"].expand_as(x), iris)
+    colour = lerp(pal["eye_white"].expand_as(x), pal["iris"].expand_as(x), iris)
     return colour * (1 - 0.85 * pupil)
 
 
@@ -237,28 +197,28 @@ def _paint_face(x: torch.Tensor, albedo: torch.Tensor, hair: torch.Tensor, p: He
     opening = (0.0065 * smile.clamp(min=0)) * (1 - u * u)
     lip = 0.0022 * (1 - u * u).clamp(min=0).sqrt() + 0.0008
     upper, lower = centre + opening / 2, centre - opening / 2
-    lips = (_band(z - (upper + lip), lip, soft) + _band(z - (lower - lip), lip, soft)).clamp(max=1)
+    lips = (band(z - (upper + lip), lip, soft) + band(z - (lower - lip), lip, soft)).clamp(max=1)
     gap = ((z < upper) & (z > lower)).float()
     teeth = (gap * (z > centre).float())
-    colour = _lerp(albedo, pal["lips"].expand_as(albedo), (lips * inside_w)[..., None])
-    colour = _lerp(colour, pal["mouth_inside"].expand_as(albedo), (gap * inside_w)[..., None])
-    colour = _lerp(colour, pal["teeth"].expand_as(albedo), (teeth * inside_w)[..., None])
+    colour = lerp(albedo, pal["lips"].expand_as(albedo), (lips * inside_w)[..., None])
+    colour = lerp(colour, pal["mouth_inside"].expand_as(albedo), (gap * inside_w)[..., None])
+    colour = lerp(colour, pal["teeth"].expand_as(albedo), (teeth * inside_w)[..., None])
 
     # Eyebrows, in the (greying) hair colour.
     brow = torch.zeros_like(y)
     for side in (1.0, -1.0):
         dy = y - side * 0.026
         arc = 0.041 + 0.003 * (1 - (dy / 0.015) ** 2)
-        brow = brow + _band(z - arc, 0.0022, soft) * (dy.abs() < 0.015).float()
-    colour = _lerp(colour, hair[:, None, :].expand_as(colour), (brow.clamp(max=1) * front)[..., None] * 0.9)
+        brow = brow + band(z - arc, 0.0022, soft) * (dy.abs() < 0.015).float()
+    colour = lerp(colour, hair[:, None, :].expand_as(colour), (brow.clamp(max=1) * front)[..., None] * 0.9)
 
     # Age: forehead lines and cheek folds, darker with age.
     lines = torch.zeros_like(y)
     for zl in (0.055, 0.064):
-        lines = lines + _band(z - zl, 0.0009, soft) * (y.abs() < 0.028).float()
+        lines = lines + band(z - zl, 0.0009, soft) * (y.abs() < 0.028).float()
     for side in (1.0, -1.0):  # nasolabial folds from beside the nose to the mouth corners
         yy = side * (0.019 + 0.006 * (-(z + 0.012) / 0.03).clamp(0, 1))
-        lines = lines + _band(y - yy, 0.001, soft) * ((z < -0.012) & (z > -0.042)).float()
+        lines = lines + band(y - yy, 0.001, soft) * ((z < -0.012) & (z > -0.042)).float()
     shade = (lines.clamp(max=1) * front * age * 0.45)[..., None]
     return colour * (1 - shade)
 
