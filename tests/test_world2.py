@@ -219,13 +219,27 @@ def test_predictor_trains_on_world2_at_128_px(tmp_path: Path) -> None:
     assert images.shape == (6, 3, 128, 128) and targets.shape == (6, 6)
     v1, _ = make_set(6, seed=3)
     assert v1.shape == (6, 3, 64, 64)
-    train(tmp_path, n_train=16, n_val=8, epochs=1, threads=1, world=2, resolution=128, train_supersample=1)
+    train(tmp_path, n_train=16, n_val=8, epochs=1, threads=1, world=2, resolution=128, train_supersample=1, blur=0.5)
     model = AttributePredictor.from_pretrained(tmp_path)
     config = json.loads((tmp_path / "predictor.json").read_text())
-    assert config["world"] == 2 and config["input_resolution"] == 128
+    assert config["world"] == 2 and config["input_resolution"] == 128 and config["blur"] == 0.5
     assert model.input_resolution == 128 and model.features[0].stride == (2, 2)
     assert set(model.predict(images)) == {"smile", "age", "glasses", "hair_color", "yaw", "pitch"}
     shipped = AttributePredictor.from_pretrained()
     assert shipped.input_resolution == 64 and shipped.features[0].in_channels == 3
     with pytest.raises(ValueError, match="power of 2"):
         AttributePredictor(input_resolution=96)
+
+
+def test_random_blur_softens_a_fraction_of_the_images() -> None:
+    from stylenerf_edit.synthetic.predictor import random_blur
+
+    images = torch.zeros(64, 3, 33, 33)
+    images[:, :, 16, 16] = 1.0
+    gen = torch.Generator().manual_seed(5)
+    blurred = [random_blur(images, 0.5, gen) for _ in range(6)]
+    for out in blurred:
+        torch.testing.assert_close(out.sum((1, 2, 3)), images.sum((1, 2, 3)))     # light is only spread out
+    soft = torch.stack([(out[:, 0, 16, 16] < 0.5) for out in blurred])
+    assert 0 < soft.float().mean() < 1 and soft.any(1).sum() >= 3                 # some images, several calls
+    assert torch.equal(random_blur(images, 0.0, gen), images)
