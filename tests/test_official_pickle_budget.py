@@ -15,6 +15,7 @@ import io
 import pickle
 import pickletools
 import random
+import struct
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,13 +265,54 @@ def _shared_reference_cases(directory: Path) -> list[Case]:
     return cases
 
 
+def _raw(body: bytes) -> bytes:
+    """A protocol-4 pickle of ``body``'s opcodes."""
+    return pickle.PROTO + bytes([4]) + body + pickle.STOP
+
+
+def _long(n: int) -> bytes:
+    data = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+    return pickle.LONG1 + bytes([len(data)]) + data
+
+
+def _interpreter_cases(directory: Path) -> list[Case]:
+    """Files that cost the C unpickler itself quadratic time or many objects, before any budget of the reader."""
+    prime = 2**61 - 1  # ints k * prime all share Python's hash 0: a dict of n of them costs n**2 comparisons
+    members = [_long(k * prime) for k in range(1, 40_001)]
+    colliding = b"".join(member + pickle.NONE for member in members)
+    floats = b"".join(pickle.BINFLOAT + struct.pack(">d", x) + pickle.NONE for x in (0.5, 1.5))
+    tuples = pickle.MARK + pickle.NONE + pickle.NONE + pickle.TUPLE + pickle.NONE
+    files = {
+        "colliding_ints": (_raw(pickle.EMPTY_DICT + pickle.MARK + colliding + pickle.SETITEMS), "dict key"),
+        "colliding_dict_opcode": (_raw(pickle.MARK + colliding + pickle.DICT), "dict key"),
+        "colliding_setitem": (_raw(pickle.EMPTY_DICT + _long(prime) + pickle.NONE + pickle.SETITEM), "dict key"),
+        "float_keys": (_raw(pickle.EMPTY_DICT + pickle.MARK + floats + pickle.SETITEMS), "dict key"),
+        "tuple_keys": (_raw(pickle.EMPTY_DICT + pickle.MARK + tuples + pickle.SETITEMS), "dict key"),
+        "colliding_set": (_raw(pickle.EMPTY_SET + pickle.MARK + b"".join(members) + pickle.ADDITEMS), "set member"),
+        "colliding_memo": (_raw(pickle.NONE + b"".join(b"p%d\n" % (k * prime) for k in range(1, 1_000))),
+                           "memo index"),
+        "dict_from_arguments": (_raw(pickle.GLOBAL + b"collections\nOrderedDict\n" + pickle.MARK + pickle.MARK
+                                     + b"".join(pickle.MARK + member + pickle.NONE + pickle.TUPLE
+                                                for member in members[:100])
+                                     + pickle.LIST + pickle.TUPLE + pickle.REDUCE), "built from arguments"),
+        "protocol_0_object": (_raw(pickle.MARK + pickle.GLOBAL + b"collections\nOrderedDict\n" + pickle.OBJ),
+                              "protocol-0"),
+        # 1.5 million empty lists from 3 MB: 100 MB of objects (1 GB from 30 MB) before the reader sees any of them.
+        "tiny_objects": (_raw(pickle.EMPTY_LIST + (pickle.EMPTY_LIST + pickle.APPEND) * 1_500_000),
+                         "pickle operations"),
+    }
+    return [Case(_write(directory / f"{name}.pkl", data), "refused", refusal)
+            for name, (data, refusal) in files.items()]
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     directory = tmp_path_factory.mktemp("hostile")
     rng = random.Random(SEED)
     marker = directory / "embedded_source_ran"
     cases = {**_blow_up_cases(directory), "mutants": _mutant_cases(directory, marker, rng),
-             "huge_shapes": _huge_shape_cases(directory, rng), "shared_references": _shared_reference_cases(directory)}
+             "huge_shapes": _huge_shape_cases(directory, rng), "shared_references": _shared_reference_cases(directory),
+             "interpreter": _interpreter_cases(directory)}
     warmup = directory / "warmup.pkl"
     write_official_pickle(warmup, TINY_INIT_KWARGS, tiny_official_state())
     paths = [case.path for group in cases.values() for case in group]
@@ -320,6 +362,12 @@ def test_mutants_are_refused_or_read_from_stored_values(run: Run) -> None:
 
 def test_huge_declared_shapes_are_refused(run: Run) -> None:
     assert all(_check(run, case) == "refused" for case in run.cases["huge_shapes"])
+
+
+def test_files_that_exhaust_the_unpickler_itself_are_refused(run: Run) -> None:
+    """Before: 40 000 colliding int keys (520 KB) took the C unpickler 20 s (n**2), 1.5 M empty lists 100 MB."""
+    for case in run.cases["interpreter"]:
+        assert _check(run, case) == "refused"
 
 
 def test_shared_references_read_as_torch_would_or_are_refused(run: Run) -> None:

@@ -7,6 +7,8 @@ maps each to an inert local stand-in, never runs or compiles the embedded source
 needed to build our own generator: its constructor arguments and its state dict. A pickle can reference one
 object from many places, so the reader also bounds what a file may expand into: the modules, tensors and
 constructor values visited, the length of names, and the float32 bytes materialised (each tensor once).
+Unpickling itself is bounded too: the operations of a file are counted, and keys whose hashes a file could
+make collide (big ints, floats, tuples) are refused before they enter a dict.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -38,6 +40,9 @@ _MAX_ARGUMENT_DEPTH = 64  # real constructor arguments nest about 12 objects dee
 # Modules, tensors and argument values one read may visit: real generators have under 1000. A few bytes of
 # pickle can reference one object from many places, so without a count a tiny file expands exponentially.
 _MAX_NODES = 50_000
+# Pickle operations of one file; each makes at most one small object. A 128-px generator with G and G_ema
+# takes 36 000, a 1024-px checkpoint (G, D, G_ema) a few times that.
+_MAX_OPCODES = 1_000_000
 _MAX_NAME_CHARS = 512  # of a dotted state-dict name; real ones have under 60, and every shared path copies them
 # The float32 weights of a real file take at most 2x its size (float16 storages); 4x admits 8-bit floats.
 # Views of one storage pickle it once, so without this bound a small file could expand into gigabytes.
@@ -269,12 +274,126 @@ _SAFE_GLOBALS = MappingProxyType({
 })
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the allow-listed globals and turns persistent objects into records."""
+_HASHED_INT_LIMIT = 2 ** 61 - 1  # Python hashes an int modulo this prime: smaller ints never share a hash
+_HASHING_CONTAINERS = (dict, OrderedDict, defaultdict)
+
+
+def _check_hashed(key: Any) -> None:
+    """Refuse a dict key or set member whose hash a file could choose to collide with others'.
+
+    Checkpoints key their dicts with strings (hashed with the process's random key). Big ints, floats and
+    tuples can be crafted to share one hash, which makes building a dict of N of them cost N^2.
+    """
+    if type(key) is str or key is None or type(key) is bool:
+        return
+    if type(key) is int and -_HASHED_INT_LIMIT < key < _HASHED_INT_LIMIT:
+        return
+    if type(key).__hash__ is object.__hash__ or isinstance(key, type):  # identity hashes cannot be chosen
+        return
+    raise _Malformed(f"a dict key or set member of type {type(key).__name__} (official checkpoints key them "
+                     f"with strings); {_NOT_OFFICIAL}")
+
+
+def _check_call(func: Any, args: Any, kwargs: Any = None) -> None:
+    """Dicts are rebuilt empty and filled item by item (so that every key is checked), or from a factory."""
+    if isinstance(func, type) and issubclass(func, _HASHING_CONTAINERS):
+        factory_only = func is defaultdict and len(args) == 1 and (args[0] is None or callable(args[0]))
+        if (args and not factory_only) or kwargs:
+            raise _Malformed(f"{func.__name__} built from arguments (official checkpoints fill containers item by "
+                             f"item); {_NOT_OFFICIAL}")
+
+
+def _checked_op(op: Callable[["_SafeUnpickler"], None]) -> Callable[["_SafeUnpickler"], None]:
+    """An opcode handler that first counts the opcode against the file's budget."""
+    @functools.wraps(op)
+    def counted(self: "_SafeUnpickler") -> None:
+        self.ops_left -= 1
+        if self.ops_left < 0:
+            raise _Malformed(f"more than {_MAX_OPCODES} pickle operations (official checkpoints need far fewer: "
+                             f"a file of many tiny objects); {_NOT_OFFICIAL}")
+        op(self)
+    return counted
+
+
+class _SafeUnpickler(pickle._Unpickler):
+    """Unpickler that resolves only the allow-listed globals and turns persistent objects into records.
+
+    It runs Python's reference unpickler, with every operation counted and every operation that hashes
+    a key or calls a constructor checked first, which the C unpickler does not allow.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file: BinaryIO) -> None:
         super().__init__(file)
+        self.ops_left = _MAX_OPCODES
         self._sha256_by_src: dict[str, str] = {}  # the same source string backs many records
+
+    def _pop_items(self) -> list:
+        items = self.pop_mark()
+        for key in items:
+            _check_hashed(key)
+        return items
+
+    def _load_dict(self) -> None:
+        items = self.pop_mark()
+        for key in items[::2]:
+            _check_hashed(key)
+        self.append(dict(zip(items[::2], items[1::2])))
+
+    def _load_setitem(self) -> None:
+        _check_hashed(self.stack[-2])
+        value, key = self.stack.pop(), self.stack.pop()
+        self.stack[-1][key] = value
+
+    def _load_setitems(self) -> None:
+        items = self.pop_mark()
+        for key in items[::2]:
+            _check_hashed(key)
+        target = self.stack[-1]
+        for key, value in zip(items[::2], items[1::2]):
+            target[key] = value
+
+    def _load_additems(self) -> None:
+        items, target = self._pop_items(), self.stack[-1]
+        if not isinstance(target, set):
+            raise _Malformed(f"set items added to a {type(target).__name__}; {_NOT_OFFICIAL}")
+        target.update(items)
+
+    def _load_frozenset(self) -> None:
+        self.append(frozenset(self._pop_items()))
+
+    def _load_put(self) -> None:
+        index = int(self.readline()[:-1])
+        if not 0 <= index < 2 ** 32:  # the memo is a dict: huge indices could be made to collide
+            raise _Malformed(f"memo index {str(index):.60} out of range; {_NOT_OFFICIAL}")
+        self.memo[index] = self.stack[-1]
+
+    def _load_reduce(self) -> None:
+        _check_call(self.stack[-2], self.stack[-1])
+        pickle._Unpickler.load_reduce(self)
+
+    def _load_newobj(self) -> None:
+        _check_call(self.stack[-2], self.stack[-1])
+        pickle._Unpickler.load_newobj(self)
+
+    def _load_newobj_ex(self) -> None:
+        _check_call(self.stack[-3], self.stack[-2], self.stack[-1])
+        pickle._Unpickler.load_newobj_ex(self)
+
+    def _refuse_protocol_0_object(self) -> None:
+        raise _Malformed(f"a protocol-0 object construction (official checkpoints use protocol 2 or newer); "
+                         f"{_NOT_OFFICIAL}")
+
+    for _opcode, _handler in ((pickle.DICT, _load_dict), (pickle.SETITEM, _load_setitem),
+                              (pickle.SETITEMS, _load_setitems), (pickle.ADDITEMS, _load_additems),
+                              (pickle.FROZENSET, _load_frozenset), (pickle.PUT, _load_put),
+                              (pickle.REDUCE, _load_reduce), (pickle.NEWOBJ, _load_newobj),
+                              (pickle.NEWOBJ_EX, _load_newobj_ex), (pickle.OBJ, _refuse_protocol_0_object),
+                              (pickle.INST, _refuse_protocol_0_object)):
+        dispatch[_opcode[0]] = _handler
+    dispatch = {opcode: _checked_op(handler) for opcode, handler in dispatch.items()}
+    del _opcode, _handler
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) == _PERSISTENT_GLOBAL:
