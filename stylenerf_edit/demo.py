@@ -3,7 +3,9 @@
 ``run_demo`` (``stylenerf-edit demo``) takes a shipped procedural photo (or any photo), inverts it into the
 bundled model (or another generator with directions), applies the smile and age directions in both
 senses, renders every result from -30 to +30 degrees of yaw, and writes ``overview.png`` (labelled rows)
-and ``index.html`` beside the inversion's and the edits' own files.
+and ``index.html`` beside the inversion's and the edits' own files. Like every command it never replaces a
+file it did not write (``demo.json`` and each edit's ``edit.json`` record what it wrote): that is checked
+before the inversion starts.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from PIL import Image, ImageDraw
 
 from stylenerf_edit.directions.library import resolve_direction
 from stylenerf_edit.editing.edit import Edit, edit_latent, parse_edit
-from stylenerf_edit.editing.outputs import edit_folder_names, render_latent, write_edit_outputs
+from stylenerf_edit.editing.outputs import edit_folder_names, edit_outputs, render_latent, write_edit_outputs
 from stylenerf_edit.images import save_png
 from stylenerf_edit.errors import StyleNerfEditError
-from stylenerf_edit.files import write_text
+from stylenerf_edit.files import OwnedOutputs, write_text
 from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import load_with_info, resolve_device
 from stylenerf_edit.invert.latent import load_latent
@@ -32,6 +34,7 @@ from stylenerf_edit.synthetic.dataset import demo_photos
 
 DEMO_EDITS = ("smile=+2", "smile=-2", "age=+2", "age=-2")
 TILE = 128
+DEMO_RECORD = "demo.json"
 
 
 @dataclass
@@ -64,6 +67,12 @@ def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, netw
              progress: bool = True) -> DemoResult:
     """Invert ``photo`` (default: a shipped, near-frontal procedural photo, already aligned), edit it and render it."""
     out = Path(out_dir)
+    parsed = [parse_edit(spec) for spec in edits]
+    folder_names = edit_folder_names(parsed)
+    owned = OwnedOutputs(out, DEMO_RECORD, "demo")
+    owned.check(["overview.png", "index.html"])
+    for folder_name in folder_names:
+        edit_outputs(out / folder_name, sweep=True)
     shipped = photo is None
     photo = Path(photo) if photo is not None else demo_photos()[1]   # the near-frontal one
     options = InvertOptions(config=InversionConfig(steps=steps), aligned=shipped, paste_back=not shipped)
@@ -77,9 +86,8 @@ def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, netw
     recon = np.asarray(Image.open(outcome.out_dir / "reconstruction.png").convert("RGB"))
     rows = [(f"photo | fit ({outcome.metrics['psnr']:.1f} dB)", [aligned, recon]),
             ("inverted, new views", list(render_latent(G, latent, views)))]
-    parsed = [parse_edit(spec) for spec in edits]
     cards = []
-    for (name, strength), folder_name in zip(parsed, edit_folder_names(parsed)):
+    for (name, strength), folder_name in zip(parsed, folder_names):
         edit = Edit(resolve_direction(name, network, info), strength)
         edited = edit_latent(latent, [edit])
         folder = out / folder_name
@@ -88,6 +96,7 @@ def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, netw
         cards.append((edit.describe(), folder.relative_to(out)))
     overview = save_png(_labelled_rows(rows), out / "overview.png")
     index = _write_index(out, photo, outcome.metrics, latent.camera, cards)
+    owned.save_record([overview, index], {"written_by": "stylenerf-edit demo", "photo": str(photo)})
     return DemoResult(out, overview, index, outcome.metrics)
 
 

@@ -1,16 +1,18 @@
-"""Atomic file writes (a temporary sibling name, then a rename, so readers never see a partial file) and
-``.npz`` reads under a size budget (nothing is decompressed before its headers show that it fits)."""
+"""Atomic file writes (a temporary sibling name, then a rename, so readers never see a partial file), output
+files that never replace a user's (:class:`OwnedOutputs`), and ``.npz`` reads under a size budget (nothing is
+decompressed before its headers show that it fits)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
 import struct
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -64,6 +66,62 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class OutputExistsError(StyleNerfEditError):
+    """An output would replace a file the command did not write."""
+
+
+class OwnedOutputs:
+    """The fixed-name files a command writes into a folder the user chose, which may hold the user's files.
+
+    ``folder/record`` lists every file the command wrote there with its SHA-256. A later run may replace those
+    files while they are unchanged; any other existing file of the same name (the user's, another command's,
+    or one edited since) is refused before anything is written, so no run loses a file it did not make.
+    """
+
+    def __init__(self, folder: str | Path, record: str, command: str):
+        self.folder, self.record, self.command = Path(folder), record, command
+
+    def _written(self) -> dict[str, str]:
+        path = self.folder / self.record
+        if not (path.exists() or path.is_symlink()):
+            return {}
+        try:
+            files = json.loads(path.read_text()).get("files") if path.is_file() and not path.is_symlink() else None
+        except (OSError, ValueError, AttributeError):
+            files = None
+        if not isinstance(files, dict):
+            raise OutputExistsError(f"{path}: exists but is not the record `stylenerf-edit {self.command}` keeps "
+                                    "there; choose another --out or move it away (nothing was written)")
+        return files
+
+    def check(self, names: Iterable[str]) -> None:
+        """Refuse (:class:`OutputExistsError`, naming the file) when writing ``names`` would replace a file this
+        command did not write there, or one changed since it did."""
+        written = self._written()
+        for name in names:
+            path = self.folder / name
+            if not (path.exists() or path.is_symlink()):
+                continue
+            if path.is_symlink() or not path.is_file() or written.get(name) != sha256_file(path):
+                raise OutputExistsError(
+                    f"{path}: already exists and was not written by `stylenerf-edit {self.command}` (or was changed "
+                    "since); choose another --out or move the file away (nothing was written)")
+
+    def save_record(self, paths: Iterable[Path], info: dict[str, Any]) -> Path:
+        """Write the record: ``info`` and the SHA-256 of each written file (named relative to the folder)."""
+        files = {Path(p).relative_to(self.folder).as_posix(): sha256_file(p) for p in paths}
+        return write_text(self.folder / self.record, json.dumps({**info, "files": files}, indent=1) + "\n")
 
 
 class NpzError(StyleNerfEditError):

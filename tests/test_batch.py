@@ -187,7 +187,7 @@ def test_hostile_folder_reports_each_bad_photo_and_completes_the_good_ones(tmp_p
         folder = out / r["out_dir"]
         assert {p.name for p in folder.iterdir()} == INVERT_FILES | {"edits"}
         assert {p.name for p in (folder / "edits/axis0+2").iterdir()} == {"latent.npz", "edited.png",
-                                                                         "before_after.png"}
+                                                                         "before_after.png", "edit.json"}
         assert Image.open(folder / "edits/axis0+2/before_after.png").size == (128, 128)   # 2 views x 2 rows
         assert sorted(json.loads(r["outputs"])) == sorted(p.relative_to(out).as_posix()
                                                           for p in folder.rglob("*") if p.is_file())

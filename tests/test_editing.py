@@ -155,13 +155,52 @@ def test_cli_edit_writes_its_files(tmp_path):
                                        str(out)])
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == {"latent.npz", "edited.png", "before_after.png", "grid.png",
-                                               "sweep.gif", "sweep.mp4"}
+                                               "sweep.gif", "sweep.mp4", "edit.json"}
     assert Image.open(out / "before_after.png").size == (3 * 64, 2 * 64)
     assert Image.open(out / "grid.png").size == (3 * 64, 2 * 64)
     result = CliRunner().invoke(main, ["edit", str(latent), "--edit", "beard=1", "--out", str(out)])
     assert result.exit_code == 1 and "no direction named 'beard'" in result.output
     result = CliRunner().invoke(main, ["edit", str(tmp_path / "none.npz"), "--edit", "smile=1"])
     assert result.exit_code == 1 and "no such latent file" in result.output
+
+
+def test_edit_never_replaces_a_file_it_did_not_write(tmp_path):
+    """``--out`` at the inversion's own folder used to overwrite its latent.npz with the edited one."""
+    latent = _inverted(tmp_path)
+    before = latent.read_bytes()
+    result = CliRunner().invoke(main, ["edit", str(latent), "--edit", "smile=1", "--out", str(latent.parent)])
+    assert result.exit_code == 1 and f"{latent}: already exists and was not written" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and latent.read_bytes() == before
+    assert not (latent.parent / "edited.png").exists() and not (latent.parent / "edit.json").exists()
+
+    out = tmp_path / "edited"
+    for strength in ("1", "2"):             # a rerun replaces the edit's own, unchanged files
+        result = CliRunner().invoke(main, ["edit", str(latent), "--edit", f"smile={strength}", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "edit.json").read_text())["edits"] == [f"smile {float(strength):+g}"]
+    (out / "edited.png").write_bytes(b"the user's retouched image")
+    result = CliRunner().invoke(main, ["edit", str(latent), "--edit", "smile=3", "--out", str(out)])
+    assert result.exit_code == 1 and f"{out / 'edited.png'}: already exists" in result.output
+    assert (out / "edited.png").read_bytes() == b"the user's retouched image"
+    (out / "edited.png").unlink()
+    (out / "edit.json").write_text("my notes")
+    result = CliRunner().invoke(main, ["edit", str(latent), "--edit", "smile=3", "--out", str(out)])
+    assert result.exit_code == 1 and "is not the record" in result.output
+    assert (out / "edit.json").read_text() == "my notes"
+
+
+def test_demo_refuses_a_users_file_before_inverting(tmp_path):
+    out = tmp_path / "demo"
+    (out / "smile+2").mkdir(parents=True)
+    (out / "smile+2" / "sweep.gif").write_bytes(b"mine")
+    result = CliRunner().invoke(main, ["demo", "--steps", "2", "--out", str(out)])
+    assert result.exit_code == 1 and "sweep.gif: already exists" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["smile+2"]       # nothing inverted, nothing written
+    (out / "smile+2" / "sweep.gif").unlink()
+    (out / "index.html").write_text("<p>my page</p>")
+    result = CliRunner().invoke(main, ["demo", "--steps", "2", "--out", str(out)])
+    assert result.exit_code == 1 and "index.html: already exists" in result.output
+    assert (out / "index.html").read_text() == "<p>my page</p>"
 
 
 def test_cli_directions_train_and_use_the_result(tmp_path):
@@ -191,3 +230,6 @@ def test_cli_demo(tmp_path):
     assert (demo / "age-2" / "sweep.mp4").is_file() and (demo / "inversion").is_dir()
     metrics = json.loads(next((demo / "inversion").glob("*/metrics.json")).read_text())
     assert metrics["pose_method"] == "predictor"
+    assert set(json.loads((demo / "demo.json").read_text())["files"]) == {"overview.png", "index.html"}
+    result = CliRunner().invoke(main, ["demo", "--steps", "2", "--out", str(demo)])    # a rerun replaces its own
+    assert result.exit_code == 0, result.output

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
 from stylenerf_edit.errors import StyleNerfEditError
-from stylenerf_edit.files import fsync_path
+from stylenerf_edit.files import fsync_path, sha256_file
 from stylenerf_edit.names import is_safe_name
 
 RECORD_NAME = "batch.json"
@@ -42,14 +42,6 @@ def _write(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def staging_folder(out_root: Path) -> Path:
@@ -101,7 +93,7 @@ def not_ours(folder: Path, photo: str) -> str | None:
             if name in names and rel != RECORD_NAME:
                 if rel not in files:
                     return f"holds {rel}, which the batch did not write"
-                if _sha256(entry) != files[rel]:
+                if sha256_file(entry) != files[rel]:
                     return f"holds {rel}, changed since the batch wrote it"
     return None
 

@@ -8,6 +8,10 @@ Files in ``out_dir``:
     before_after.png    top row the original, bottom row the edit, one column per yaw in ``yaws``
     grid.png            the edit over yaws x pitches (when ``pitches`` is given)
     sweep.gif/.mp4      a yaw sweep of the edit (with ``sweep``)
+    edit.json           what wrote these files and their SHA-256: a rerun replaces them only while unchanged
+
+A file of one of these names that the edit did not write (``--out`` pointing at the inversion's folder, with
+its ``latent.npz``) is refused before anything is written (``files.OwnedOutputs``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 import torch
 
 from stylenerf_edit.errors import StyleNerfEditError
+from stylenerf_edit.files import OwnedOutputs
 from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import load_with_info, resolve_device
 from stylenerf_edit.generator.network import Generator
@@ -71,12 +76,26 @@ class EditOutputs:
     files: list[Path] = field(default_factory=list)
 
 
+EDIT_RECORD = "edit.json"
+
+
+def edit_outputs(out_dir: str | Path, pitches: Sequence[float] | None = None, sweep: bool = False) -> OwnedOutputs:
+    """The files an edit writes in ``out_dir`` (see the module docstring), checked: raises
+    ``files.OutputExistsError`` when one would replace a file the edit did not write."""
+    names = ["latent.npz", "edited.png", "before_after.png", *["grid.png"] * bool(pitches),
+             *["sweep.gif", "sweep.mp4"] * sweep]
+    owned = OwnedOutputs(out_dir, EDIT_RECORD, "edit")
+    owned.check(names)
+    return owned
+
+
 def write_edit_outputs(G: Generator, original: Latent, edited: Latent, out_dir: str | Path,
                        yaws: Sequence[float] = (-30.0, -15.0, 0.0, 15.0, 30.0),
                        pitches: Sequence[float] | None = None, sweep: bool = False, frames: int = 24,
                        max_yaw: float = 30.0) -> list[Path]:
     """Write the files listed in the module docstring for an original latent and its edit."""
     out = Path(out_dir)
+    owned = edit_outputs(out, pitches, sweep)
     files = [save_latent(edited, out / "latent.npz"),
              save_png(render_latent(G, edited, [edited.camera])[0], out / "edited.png")]
     views = [edited.camera.with_(yaw=y) for y in yaws]
@@ -89,7 +108,8 @@ def write_edit_outputs(G: Generator, original: Latent, edited: Latent, out_dir: 
         loop = pingpong(list(render_latent(G, edited, yaw_sweep(frames, max_yaw, edited.camera.pitch,
                                                                  edited.camera))))
         files += [write_gif(loop, out / "sweep.gif"), write_mp4(loop, out / "sweep.mp4", fps=24)]
-    return files
+    info = {"written_by": "stylenerf-edit edit", "edits": edited.extra.get("edits", [])}
+    return files + [owned.save_record(files, info)]
 
 
 def edit_latent_file(latent_path: str | Path, edits: Sequence[str], out_dir: str | Path,
