@@ -40,7 +40,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from stylenerf_edit.errors import StyleNerfEditError
-from stylenerf_edit.generator.checkpoint import GeneratorInfo, describe, file_sha256
+from stylenerf_edit.files import sha256_file
+from stylenerf_edit.generator.checkpoint import GeneratorInfo, describe
 from stylenerf_edit.invert.pipeline import InvertOptions, calibration_path
 from stylenerf_edit.names import is_safe_name
 
@@ -162,7 +163,7 @@ def batch_config(info: GeneratorInfo, network: str, options: BatchOptions, edits
     return {
         "format": CONFIG_FORMAT,
         "weights_sha256": info.weights_sha256,
-        "pose_calibration_sha256": file_sha256(calibration) if calibration.is_file() else None,
+        "pose_calibration_sha256": sha256_file(calibration) if calibration.is_file() else None,
         "inversion": asdict(inv.config),
         "invert": {"aligned": inv.aligned, "face_index": inv.face_index, "landmarks": inv.landmarks,
                    "pose": inv.pose, "camera": None if inv.camera is None else list(inv.camera),

@@ -18,7 +18,7 @@ import torch
 
 from stylenerf_edit import __version__
 from stylenerf_edit.errors import CheckpointError, one_line
-from stylenerf_edit.files import atomic_path, write_text
+from stylenerf_edit.files import atomic_path, sha256_file, write_text
 
 from .camera import CameraPrior
 from .download import MODELS, find_downloaded, models_dir
@@ -27,7 +27,7 @@ from .official_pickle import is_official_pickle, read_official_pickle
 
 __all__ = [
     "GeneratorInfo", "config_from_official", "generator_from_official", "load_generator", "save_pretrained",
-    "weights_sha256", "file_sha256", "describe", "resolve_device",
+    "weights_sha256", "describe", "resolve_device",
 ]
 
 CONFIG_NAME = "config.json"
@@ -85,14 +85,6 @@ class GeneratorInfo:
                 "weights_sha256": self.weights_sha256, "img_resolution": self.config.img_resolution,
                 "num_ws": self.config.num_ws, "parameter_count": self.parameter_count,
                 "config": self.config.to_dict(), **self.extra}
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -326,7 +318,7 @@ def load_with_info(network: str | Path = DEFAULT_NETWORK, device: str | torch.de
     state = G.state_dict()
     named = str(network).startswith(BUNDLED_PREFIX) or not Path(str(network)).exists()
     info = GeneratorInfo(name=str(network) if named else path.name, path=str(path),
-                         format=fmt, file_sha256=file_sha256(hashed), weights_sha256=weights_sha256(state),
+                         format=fmt, file_sha256=sha256_file(hashed), weights_sha256=weights_sha256(state),
                          config=G.cfg, parameter_count=sum(p.numel() for p in G.parameters()), extra=extra)
     return G.to(device), info
 
