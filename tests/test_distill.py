@@ -122,6 +122,27 @@ def test_part_weights_concentrate_the_image_loss_on_their_part():
     assert weight[0, 0, 5, 5] == pytest.approx(1 + 1 + 3) and weight[0, 0, 0, 0] == pytest.approx(0.5)
 
 
+def test_a_1x1_model_warm_starts_a_3x3_one_exactly(tmp_path: Path):
+    train(tmp_path / "run", tiny_tc(steps=1, resolution=32), config=tiny(32))
+    small = Generator(tiny(32))
+    small.load_state_dict(load_run_state(tmp_path / "run")["G"])
+    wide = Generator(dataclasses.replace(tiny(32), kernel_size=3))
+    start = warm_start(wide, torch.nn.Linear(wide.cfg.w_dim, NUM_HEAD_PARAMS), tmp_path / "run" / "checkpoint.pt")
+    assert not start.fresh
+    conv = wide.synthesis.b32.conv1.weight
+    assert conv.shape[2:] == (3, 3) and conv[:, :, 1, 1].abs().sum() > 0
+    off_centre = conv.detach().clone()
+    off_centre[:, :, 1, 1] = 0
+    assert not off_centre.any()
+    g = torch.Generator().manual_seed(0)
+    z, code = torch.randn(2, 512, generator=g), torch.randn(2, 32, generator=g)
+    cams = distill.stack_cameras(small.camera_prior.sample(2, g))
+    with torch.no_grad():
+        assert torch.allclose(wide(z, cams, code), small(z, cams, code), atol=1e-5)
+    with pytest.raises(DistillError, match="1x1 or 3x3"):
+        distill.bundled_config(128, kernel_size=5)
+
+
 def test_bad_options_are_refused_in_one_line(tmp_path: Path):
     with pytest.raises(DistillError, match="one of background"):
         distill.parse_part_weights("eyes=4,nose=2")

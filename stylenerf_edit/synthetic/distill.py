@@ -70,17 +70,24 @@ class DistillError(StyleNerfEditError):
     """A training option or run directory is unusable."""
 
 
-def bundled_config(resolution: int = 64) -> GeneratorConfig:
+def bundled_config(resolution: int = 64, kernel_size: int = 1) -> GeneratorConfig:
     """The bundled model: the FFHQ architecture family with smaller widths; z and w stay 512-d.
 
     64 px: one upsampler block (the first-generation model). 128 px: a second, narrower block on top; one
     CPU training step at batch 8 costs about 10 % more than at 64 px, the NeRF dominating both.
+    ``kernel_size`` 3 gives the upsampler's convolutions a 3x3 neighbourhood: with FFHQ's 1x1 convolutions every
+    4x4 output block at 128 px is drawn from one NeRF pixel and its 4-neighbours, too little to draw a pupil
+    or a rim (the 1x1 model plateaus with a 32-px grid); the exact multi-view targets keep the 3x3 model
+    view-consistent, the reason StyleNeRF kept 1x1 when trained as a GAN.
     """
     if resolution not in (64, 128):
         raise DistillError(f"--resolution {resolution}: the bundled model comes at 64 or 128 px")
+    if kernel_size not in (1, 3):
+        raise DistillError(f"--kernel-size {kernel_size}: the upsampler's convolutions are 1x1 or 3x3")
     return GeneratorConfig(img_resolution=resolution, mapping_layers=4, nerf_resolution=32, feature_dim=64,
                            fg_hidden=64, fg_layers=4, fg_freqs=8, bg_hidden=32, bg_layers=2, bg_freqs=4,
-                           n_ray_samples=12, block_channels=[64] if resolution == 64 else [64, 48])
+                           n_ray_samples=12, block_channels=[64] if resolution == 64 else [64, 48],
+                           kernel_size=kernel_size)
 
 
 @dataclass
@@ -103,6 +110,7 @@ class TrainConfig:
     checkpoint_minutes: float = 3.0
     threads: int = 2
     resolution: int = 128           # 64 or 128 (see ``bundled_config``)
+    kernel_size: int = 1            # the upsampler's convolutions, 1 (FFHQ) or 3 (see ``bundled_config``)
     world: int = 2                  # version of the procedural world that renders the targets
     trainset: int = 0               # pre-rendered training set size in samples; 0: render every batch
     chunk: int = 128                # samples per training-set file
@@ -278,6 +286,18 @@ def _stage_record(state: dict[str, Any]) -> dict[str, Any]:
             "train_config": tc, "sessions": sessions}
 
 
+def widen_kernel(weight: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """A 1x1 conv weight [O, I, 1, 1] placed at the centre of a zero [O, I, k, k] one when ``shape`` asks for
+    that: the same function (demodulation norms are unchanged by zeros), so a 1x1 model warm-starts a 3x3
+    one exactly. Any other weight is returned as it is."""
+    if weight.ndim != 4 or len(shape) != 4 or tuple(weight.shape[:2]) != tuple(shape[:2]) \
+            or weight.shape[2:] != (1, 1) or shape[2] != shape[3] or shape[2] % 2 == 0:
+        return weight
+    out = weight.new_zeros(shape)
+    out[:, :, shape[2] // 2, shape[3] // 2] = weight[:, :, 0, 0]
+    return out
+
+
 @dataclass
 class WarmStart:
     """What ``--init`` provided."""
@@ -305,6 +325,7 @@ def warm_start(G: Generator, probe: torch.nn.Linear, init: str | Path) -> WarmSt
         history = list(state.get("history", [])) + [_stage_record(state)]
         sha = weights_sha256(weights)
     own = G.state_dict()
+    weights = {k: widen_kernel(v, own[k].shape) if k in own else v for k, v in weights.items()}
     fits = {k: v for k, v in weights.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     if not any(k.startswith("synthesis.") for k in fits):
         raise DistillError(f"--init {init}: no synthesis weights fit this generator "
@@ -360,7 +381,8 @@ def train(out_dir: Path, tc: TrainConfig, command: str = "", stop: Callable[[int
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / "checkpoint.pt"
     state = load_run_state(ckpt_path) if ckpt_path.exists() else None
-    cfg = GeneratorConfig.from_dict(state["generator"]) if state else config or bundled_config(tc.resolution)
+    cfg = (GeneratorConfig.from_dict(state["generator"]) if state
+           else config or bundled_config(tc.resolution, tc.kernel_size))
     if cfg.img_resolution != tc.resolution:
         raise DistillError(f"{ckpt_path}: this run trains a {cfg.img_resolution}-px model, not {tc.resolution} px; "
                            f"pass --resolution {cfg.img_resolution} or a new --out")
