@@ -224,11 +224,12 @@ class NpzReader:
         return meta
 
     def read(self, name: str, kinds: str, shape: tuple[int | None, ...] | None = None,
-             max_items: int | None = None) -> np.ndarray:
+             max_items: int | None = None, finite: bool = False) -> np.ndarray:
         """Entry ``name`` as an array whose dtype kind is one of ``kinds`` (e.g. ``"f"``, ``"U"``).
 
         ``shape``: the required shape, ``None`` for any length along an axis (``shape=None``: any shape);
         ``max_items``: the most elements it may hold. Both are checked from the headers, before reading.
+        ``finite``: refuse NaN and infinite values.
         """
         info = self._members.get(name)
         if info is None:
@@ -266,6 +267,8 @@ class NpzReader:
                 zipfile.BadZipFile) as e:
             raise NpzError(f"{where} is unreadable or truncated ({type(e).__name__})") from None
         self._left -= info.file_size
+        if finite and dtype.kind in "fc" and not np.isfinite(array).all():
+            raise NpzError(f"{where} contains NaN or infinite values")
         return array.reshape(found, order="F" if fortran else "C")
 
     @staticmethod

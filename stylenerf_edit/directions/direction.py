@@ -171,13 +171,6 @@ def save_direction(direction: Direction, path: str | Path) -> Path:
     return save_npz(path, arrays)
 
 
-def _float_array(data: NpzReader, key: str, path: Path) -> np.ndarray:
-    value = data.read(key, "f")
-    if not np.isfinite(value).all():
-        raise DirectionError(f"{path}: '{key}' contains NaN or infinite values; {_TRAIN_HINT} again")
-    return value
-
-
 def load_direction(path: str | Path, generator: GeneratorInfo | None = None) -> Direction:
     """Read and validate a direction file; with ``generator``, also require that it fits (and, when the file
     records its generator, was trained for) those weights."""
@@ -189,8 +182,8 @@ def load_direction(path: str | Path, generator: GeneratorInfo | None = None) -> 
             meta = data.read_meta(FORMAT, FORMAT_VERSION, "direction")
             if "vector" not in data:
                 raise NpzError(f"{path}: not a stylenerf-edit direction (no 'vector' entry)")
-            vector = _float_array(data, "vector", path)
-            center = _float_array(data, "center", path) if "center" in data else None
+            vector = data.read("vector", "f", finite=True)
+            center = data.read("center", "f", finite=True) if "center" in data else None
     except NpzError as e:
         raise DirectionError(f"{e}; {_TRAIN_HINT} again") from None
     bad_meta = DirectionError(f"{path}: 'meta' lacks a valid attribute, space, rows, offset, metrics or "

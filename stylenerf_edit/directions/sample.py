@@ -244,12 +244,10 @@ def _read_chunk(path: Path, meta: dict[str, Any], indices: range, images: bool) 
             for name, (shape, dtype) in expected.items():
                 if name not in data:
                     raise bad(f"has no '{name}' entry")
-                value = data.read(name, np.dtype(dtype).kind, shape)
+                value = data.read(name, np.dtype(dtype).kind, shape, finite=True)
                 if value.dtype != dtype:
                     raise bad(f"'{name}' is {value.dtype} {list(value.shape)}, expected "
                               f"{np.dtype(dtype)} {list(shape)}")
-                if dtype != np.uint8 and not np.isfinite(value).all():
-                    raise bad(f"'{name}' holds NaN or infinite values")
                 arrays[name] = value
     except NpzError as e:
         raise SampleSetError(f"{e}; re-run the sampling with the same settings to (re)make it") from None

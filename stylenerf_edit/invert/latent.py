@@ -101,16 +101,6 @@ def save_latent(latent: Latent, path: str | Path) -> Path:
     return save_npz(path, arrays)
 
 
-def _array(data: NpzReader, key: str, path: Path, ndim: int) -> np.ndarray:
-    if key not in data:
-        raise LatentError(f"{path}: not a stylenerf-edit latent (no '{key}' entry); make one with "
-                          "`stylenerf-edit invert`")
-    value = data.read(key, "f", (None,) * ndim)
-    if not np.isfinite(value).all():
-        raise LatentError(f"{path}: '{key}' contains NaN or infinite values; re-run the inversion")
-    return value
-
-
 def _generator_ref(meta: dict[str, Any], path: Path) -> GeneratorRef:
     try:
         return GeneratorRef(**meta["generator"])
@@ -127,9 +117,9 @@ def load_latent(path: str | Path, generator: GeneratorInfo | None = None) -> Lat
         with NpzReader(path, MAX_LATENT_BYTES, _MAX_MEMBERS) as data:
             meta = data.read_meta(FORMAT, FORMAT_VERSION, "latent")
             ref = _generator_ref(meta, path)
-            ws = _array(data, "ws", path, 2)
-            camera = _array(data, "camera", path, 1)
-            bg_code = _array(data, "bg_code", path, 1)
+            ws = data.read("ws", "f", (None, None), finite=True)
+            camera = data.read("camera", "f", (None,), finite=True)
+            bg_code = data.read("bg_code", "f", (None,), finite=True)
             losses = [k for k in data.names if k.startswith("loss_")]
             if len(losses) > MAX_LOSS_ENTRIES:
                 raise LatentError(f"{path}: {len(losses)} loss histories, over the limit of {MAX_LOSS_ENTRIES}; "
