@@ -141,6 +141,10 @@ def test_a_1x1_model_warm_starts_a_3x3_one_exactly(tmp_path: Path):
         assert torch.allclose(wide(z, cams, code), small(z, cams, code), atol=1e-5)
     with pytest.raises(DistillError, match="1x1 or 3x3"):
         distill.bundled_config(128, kernel_size=5)
+    fine = distill.bundled_config(128, kernel_size=3, nerf_resolution=64)
+    assert fine.block_resolutions == [128] and fine.block_channels == [48]
+    with pytest.raises(DistillError, match="below the 64-px output"):
+        distill.bundled_config(64, nerf_resolution=64)
 
 
 def test_bad_options_are_refused_in_one_line(tmp_path: Path):

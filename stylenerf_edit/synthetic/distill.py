@@ -70,7 +70,7 @@ class DistillError(StyleNerfEditError):
     """A training option or run directory is unusable."""
 
 
-def bundled_config(resolution: int = 64, kernel_size: int = 1) -> GeneratorConfig:
+def bundled_config(resolution: int = 64, kernel_size: int = 1, nerf_resolution: int = 32) -> GeneratorConfig:
     """The bundled model: the FFHQ architecture family with smaller widths; z and w stay 512-d.
 
     64 px: one upsampler block (the first-generation model). 128 px: a second, narrower block on top; one
@@ -78,16 +78,20 @@ def bundled_config(resolution: int = 64, kernel_size: int = 1) -> GeneratorConfi
     ``kernel_size`` 3 gives the upsampler's convolutions a 3x3 neighbourhood: with FFHQ's 1x1 convolutions every
     4x4 output block at 128 px is drawn from one NeRF pixel and its 4-neighbours, too little to draw a pupil
     or a rim (the 1x1 model plateaus with a 32-px grid); the exact multi-view targets keep the 3x3 model
-    view-consistent, the reason StyleNeRF kept 1x1 when trained as a GAN.
+    view-consistent, the reason StyleNeRF kept 1x1 when trained as a GAN. ``nerf_resolution`` 64 renders the
+    radiance field at 64 px (four times the rays) and keeps only the top upsampler block.
     """
     if resolution not in (64, 128):
         raise DistillError(f"--resolution {resolution}: the bundled model comes at 64 or 128 px")
     if kernel_size not in (1, 3):
         raise DistillError(f"--kernel-size {kernel_size}: the upsampler's convolutions are 1x1 or 3x3")
-    return GeneratorConfig(img_resolution=resolution, mapping_layers=4, nerf_resolution=32, feature_dim=64,
-                           fg_hidden=64, fg_layers=4, fg_freqs=8, bg_hidden=32, bg_layers=2, bg_freqs=4,
-                           n_ray_samples=12, block_channels=[64] if resolution == 64 else [64, 48],
-                           kernel_size=kernel_size)
+    if nerf_resolution not in (32, 64) or nerf_resolution >= resolution:
+        raise DistillError(f"--nerf-resolution {nerf_resolution}: the radiance field renders at 32 or 64 px, "
+                           f"below the {resolution}-px output")
+    blocks = {64: [64], 128: [64, 48]}[resolution][-int(math.log2(resolution // nerf_resolution)):]
+    return GeneratorConfig(img_resolution=resolution, mapping_layers=4, nerf_resolution=nerf_resolution,
+                           feature_dim=64, fg_hidden=64, fg_layers=4, fg_freqs=8, bg_hidden=32, bg_layers=2,
+                           bg_freqs=4, n_ray_samples=12, block_channels=blocks, kernel_size=kernel_size)
 
 
 @dataclass
@@ -111,6 +115,7 @@ class TrainConfig:
     threads: int = 2
     resolution: int = 128           # 64 or 128 (see ``bundled_config``)
     kernel_size: int = 1            # the upsampler's convolutions, 1 (FFHQ) or 3 (see ``bundled_config``)
+    nerf_resolution: int = 32       # rays per side of the radiance field, 32 or 64 (see ``bundled_config``)
     world: int = 2                  # version of the procedural world that renders the targets
     trainset: int = 0               # pre-rendered training set size in samples; 0: render every batch
     chunk: int = 128                # samples per training-set file
@@ -382,7 +387,7 @@ def train(out_dir: Path, tc: TrainConfig, command: str = "", stop: Callable[[int
     ckpt_path = out_dir / "checkpoint.pt"
     state = load_run_state(ckpt_path) if ckpt_path.exists() else None
     cfg = (GeneratorConfig.from_dict(state["generator"]) if state
-           else config or bundled_config(tc.resolution, tc.kernel_size))
+           else config or bundled_config(tc.resolution, tc.kernel_size, tc.nerf_resolution))
     if cfg.img_resolution != tc.resolution:
         raise DistillError(f"{ckpt_path}: this run trains a {cfg.img_resolution}-px model, not {tc.resolution} px; "
                            f"pass --resolution {cfg.img_resolution} or a new --out")
