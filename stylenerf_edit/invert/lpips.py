@@ -16,7 +16,7 @@ import pickle
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
@@ -174,6 +174,24 @@ class LPIPS(torch.nn.Module):
         """Always eval: the calibrated linear layers carry dropout that must never be active."""
         return super().train(False)
 
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The unit-normalised trunk features LPIPS compares: one ``[B, C_k, H_k, W_k]`` per layer k.
+
+        An inversion compares every step's render with one fixed photo: its features are computed once.
+        """
+        assert images.ndim == 4 and images.shape[1] == 3, f"expected [B, 3, H, W], got {tuple(images.shape)}"
+        out = self.model.net(self.model.scaling_layer(images))
+        return [f / (f.square().sum(dim=1, keepdim=True).sqrt() + 1e-10) for f in out]
+
+    def distance(self, x: torch.Tensor, y_features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Per-image distances ``[B]`` between images ``x`` [B, 3, H, W] in [-1, 1] and another image's
+        :meth:`features` (batch B or 1): per layer, the calibrated 1x1 weighting of the squared feature
+        difference, averaged over positions, summed over layers."""
+        total = 0
+        for lin, fx, fy in zip(self.model.lins, self.features(x), y_features, strict=True):
+            total = total + lin((fx - fy).square()).mean(dim=(2, 3))
+        return total.flatten()
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-image distances ``[B]`` between ``x`` and ``y``, both ``[B, 3, H, W]`` in [-1, 1]."""
-        return self.model(x, y).flatten()
+        return self.distance(x, self.features(y))

@@ -24,6 +24,8 @@ from stylenerf_edit.generator.camera import Camera, intrinsics_inverse, world_ma
 from stylenerf_edit.generator.network import Generator
 from stylenerf_edit.metrics import psnr, ssim
 
+from .lpips import LPIPS
+
 LPIPS_MAX_RESOLUTION = 256   # LPIPS sees at most this size (area-downsampled), as in StyleGAN2's projector
 
 
@@ -104,7 +106,7 @@ class _Pass:
     """The K photos that go through the generator together: their targets and their own optimised leaves."""
 
     target: torch.Tensor        # [K, 3, R, R]
-    target_lp: torch.Tensor     # the targets as LPIPS sees them
+    target_features: list[torch.Tensor]     # the targets' LPIPS features, computed once
     ws: torch.Tensor            # [K, num_ws, w_dim]
     bg_code: torch.Tensor       # [K, bg_code_dim]
     yaw: torch.Tensor           # [K]
@@ -117,11 +119,11 @@ class _Pass:
         return G.synthesis(self.ws, world, self.camera_mat, self.bg_code, nerf_grad=nerf_grad).img
 
 
-def _loss_terms(G: Generator, photo: _Pass, lpips: torch.nn.Module, config: InversionConfig,
+def _loss_terms(G: Generator, photo: _Pass, lpips: LPIPS, config: InversionConfig,
                 w_avg: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Per-photo loss terms (each [K], "total" included) and the current images [K, 3, R, R]."""
     img = photo.render(G, config.nerf_grad)
-    terms = {"lpips": lpips(lpips_input(img), photo.target_lp).reshape(-1),
+    terms = {"lpips": lpips.distance(lpips_input(img), photo.target_features),
              "mse": (img - photo.target).square().mean(dim=(1, 2, 3))}
     total = config.lpips_weight * terms["lpips"] + config.mse_weight * terms["mse"]
     if config.w_avg_weight:
@@ -137,7 +139,7 @@ def _loss_terms(G: Generator, photo: _Pass, lpips: torch.nn.Module, config: Inve
     return terms, img
 
 
-def invert(G: Generator, targets: torch.Tensor, cameras: Sequence[Camera], lpips: torch.nn.Module,
+def invert(G: Generator, targets: torch.Tensor, cameras: Sequence[Camera], lpips: LPIPS,
            config: InversionConfig | None = None, init_ws: torch.Tensor | None = None,
            init_bg_code: torch.Tensor | None = None, callback: StepCallback | None = None) -> list[InversionResult]:
     """Optimise W+ (and camera, background code) so that ``G`` re-renders each target.
@@ -145,7 +147,7 @@ def invert(G: Generator, targets: torch.Tensor, cameras: Sequence[Camera], lpips
     Args:
         targets: photos [B, 3, R, R] in [-1, 1] at the generator's resolution R.
         cameras: initial camera per photo (pose estimate, or the prior's frontal camera).
-        lpips: per-image perceptual distance module, ``lpips(x, y) -> [B]``.
+        lpips: the perceptual distance (the targets' features are computed once, not at every step).
         init_ws: starting W+ [B, num_ws, w_dim] (default: ``w_avg`` on every row).
         init_bg_code: starting background code [B, bg_code_dim] (default: zeros, the prior mean).
         callback: called after every step with (step, per-photo loss terms [B], current images [B, 3, R, R]).
@@ -171,7 +173,9 @@ def invert(G: Generator, targets: torch.Tensor, cameras: Sequence[Camera], lpips
     for i in range(0, B, config.photos_per_pass):
         j, cams = i + config.photos_per_pass, cameras[i:i + config.photos_per_pass]
         target = targets[i:j].clone()
-        photos.append(_Pass(target=target, target_lp=lpips_input(target),
+        with torch.no_grad():
+            target_features = lpips.features(lpips_input(target))
+        photos.append(_Pass(target=target, target_features=target_features,
                             ws=ws0[i:j].detach().float().clone().requires_grad_(True),
                             bg_code=bg0[i:j].detach().float().clone().requires_grad_(fit_bg),
                             yaw=leaf([c.yaw for c in cams], config.refine_camera),
@@ -213,7 +217,7 @@ def invert(G: Generator, targets: torch.Tensor, cameras: Sequence[Camera], lpips
             images = [photo.render(G) for photo in photos]
             scores = {"psnr": torch.cat([psnr(img, p.target) for img, p in zip(images, photos)]),
                       "ssim": torch.cat([ssim(img, p.target) for img, p in zip(images, photos)]),
-                      "lpips": torch.cat([lpips(lpips_input(img), p.target_lp).reshape(-1)
+                      "lpips": torch.cat([lpips.distance(lpips_input(img), p.target_features)
                                           for img, p in zip(images, photos)])}
             finals = torch.cat(images)
             metrics = [{k: float(v[i]) for k, v in scores.items()} for i in range(B)]
