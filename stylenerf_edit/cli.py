@@ -327,6 +327,28 @@ def directions_list(network: str, extra: tuple[Path, ...]) -> None:
 
 
 @main.command()
+@click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--labeler", "spec", default="age,gender,smile", show_default=True,
+              help="Comma-separated labelers: age, gender, smile (real faces, networks from registry packages), "
+                   "landmarks (dlib mouth geometry and head pose), predictor (bundled model's world), or one "
+                   "clip:... spec.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {photo, attribute: score, ...}.")
+@_friendly_errors
+def label(photos: tuple[Path, ...], spec: str, as_json: bool) -> None:
+    """Score the largest face of each photo, to check a labeler before learning directions from it."""
+    from stylenerf_edit.directions.face_labelers import label_photos, labels_table
+    from stylenerf_edit.directions.labelers import make_labelers
+
+    results = label_photos(photos, make_labelers(spec))
+    click.echo(json.dumps([r.to_dict() for r in results], indent=1) if as_json else labels_table(results))
+    failed = [r for r in results if r.error]
+    for r in failed:
+        click.echo(f"error: {r.error}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("latent", type=click.Path(path_type=Path))
 @click.option("--edit", "edits", multiple=True, required=True, metavar="NAME=STRENGTH",
               help="Direction (a name from `directions list` or a .npz) and strength in standard deviations of "

@@ -39,53 +39,23 @@ from PIL import Image
 from tqdm import tqdm
 
 from stylenerf_edit import __version__
-from stylenerf_edit.errors import StyleNerfEditError, one_line
+from stylenerf_edit.errors import one_line
 from stylenerf_edit.files import NpzError, NpzReader, save_npz
 from stylenerf_edit.invert.landmarks import detect_faces
 from stylenerf_edit.invert.pose import PoseError, raw_pose_from_landmarks
 from stylenerf_edit.synthetic.predictor import ATTRIBUTES, WEIGHTS_NAME, AttributePredictor, bundled_dir
 
+from .labeler import Labeler, LabelerError, check_images
 from .sample import chunk_ranges, load_chunk, read_meta
 
 LABELS_FORMAT = "stylenerf-edit-labels"
 LABELS_FORMAT_VERSION = 1
 MAX_ATTRIBUTES = 64
 _META_BUDGET = 1 << 20         # the JSON stamp beside the scores
-SPEC_HELP = ("predictor[:DIR] | landmarks | file:PATH[@ATTR,...] | "
+SPEC_HELP = ("predictor[:DIR] | landmarks | age | gender | smile | file:PATH[@ATTR,...] | "
              "clip:ATTR=POSITIVE PROMPT|NEGATIVE PROMPT[;ATTR=...]")
 _CLIP_INSTALL = "pip install open_clip_torch"
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
-
-
-class LabelerError(StyleNerfEditError):
-    """A labeler cannot be built or run, or a score or label file is unusable."""
-
-
-def _check_images(images: np.ndarray) -> None:
-    if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4 and images.shape[3] == 3):
-        raise ValueError(f"labelers take uint8 images [N, H, W, 3], got {getattr(images, 'dtype', type(images))} "
-                         f"{list(getattr(images, 'shape', []))}")
-
-
-class Labeler:
-    """Images -> attribute scores. Subclasses set ``name`` and ``attributes`` and implement ``__call__``."""
-
-    name: str
-    attributes: tuple[str, ...]
-
-    def __call__(self, images: np.ndarray, indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Scores of ``images`` (uint8 [N, H, W, 3]), samples ``indices`` [N] of their folder (default 0..N-1).
-
-        Returns ``{attribute: float64 [N]}`` for every attribute, NaN where there is no score."""
-        raise NotImplementedError
-
-    @property
-    def fingerprint(self) -> str:
-        """What the scores depend on besides the images: stored scores with another fingerprint are recomputed."""
-        return json.dumps({"name": self.name, "attributes": list(self.attributes)})
-
-    def check_size(self, n: int) -> None:
-        """Raise :class:`LabelerError` when this labeler cannot label a set of ``n`` samples (default: any ``n``)."""
 
 
 class PredictorLabeler(Labeler):
@@ -107,7 +77,7 @@ class PredictorLabeler(Labeler):
         return json.dumps({"name": self.name, "weights_sha256": self._weights_sha256})
 
     def __call__(self, images: np.ndarray, indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        _check_images(images)
+        check_images(images)
         parts: dict[str, list[np.ndarray]] = {a: [] for a in self.attributes}
         for s in range(0, len(images), self.batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(images[s:s + self.batch_size])).to(self.device)
@@ -173,7 +143,7 @@ class LandmarkLabeler(Labeler):
         return json.dumps({"name": self.name, "version": 1, "fov": self.fov, "min_size": self.min_size})
 
     def __call__(self, images: np.ndarray, indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        _check_images(images)
+        check_images(images)
         out = {a: np.full(len(images), np.nan) for a in self.attributes}
         for i, image in enumerate(images):
             for a, v in self.score(image).items():
@@ -224,6 +194,8 @@ class FileLabeler(Labeler):
 
     ``attribute`` selects CSV columns (default: all). The labeler ignores the images.
     """
+
+    reads_images = False
 
     def __init__(self, path: str | Path, attribute: str | Sequence[str] | None = None):
         self.path = Path(path)
@@ -365,7 +337,7 @@ class ClipLabeler(Labeler):
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray, indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        _check_images(images)
+        check_images(images)
         diffs = []
         for s in range(0, len(images), self.batch_size):
             x = torch.stack([self.preprocess(Image.fromarray(im)) for im in images[s:s + self.batch_size]])
@@ -397,6 +369,8 @@ def make_labeler(spec: str) -> Labeler:
 
     * ``predictor`` or ``predictor:DIR`` - :class:`PredictorLabeler` (bundled, or weights in DIR);
     * ``landmarks`` - :class:`LandmarkLabeler`;
+    * ``age``, ``gender``, ``smile`` - real faces through networks that ship in registry packages
+      (``directions.face_labelers``);
     * ``file:PATH`` or ``file:PATH@ATTR[,ATTR...]`` - :class:`FileLabeler` (the ``@`` part selects CSV columns or
       names NPY columns; a PATH that exists as a whole is taken as the path even if it contains ``@``);
     * ``clip:ATTR=POSITIVE|NEGATIVE[;ATTR=POSITIVE|NEGATIVE...]`` - :class:`ClipLabeler`, e.g.
@@ -408,6 +382,10 @@ def make_labeler(spec: str) -> Labeler:
         return PredictorLabeler(body or None)
     if kind == "landmarks" and not body:
         return LandmarkLabeler()
+    if kind in ("age", "gender", "smile") and not body:
+        from .face_labelers import make_face_labeler
+
+        return make_face_labeler(kind)
     if kind == "file" and body:
         if "@" in body and not Path(body).exists():
             path, _, attrs = body.rpartition("@")
@@ -416,6 +394,17 @@ def make_labeler(spec: str) -> Labeler:
     if kind == "clip":
         return ClipLabeler(_parse_clip(body))
     raise LabelerError(f"unknown labeler {spec!r}; use one of: {SPEC_HELP}")
+
+
+def make_labelers(spec: str) -> list[Labeler]:
+    """Several labelers from ``NAME,NAME,...`` (e.g. ``age,gender,smile``), or one from any :func:`make_labeler`
+    spec (``clip:`` and ``file:`` specs may hold commas of their own)."""
+    names = [item.strip() for item in spec.split(",")]
+    if ":" in spec or not all(names):
+        return [make_labeler(spec)]
+    if len(set(names)) != len(names):
+        raise LabelerError(f"--labeler {spec!r} names a labeler twice")
+    return [make_labeler(name) for name in names]
 
 
 def _labels_path(directory: Path, name: str) -> Path:
