@@ -1,0 +1,87 @@
+"""Inversion speed on the official FFHQ configurations: seconds per optimisation step and per photo.
+
+Random weights with the real shapes of the official config at each ``--resolutions`` (the time does not depend
+on the values), one photo, the default ``InversionConfig`` step: render through the NeRF with gradients,
+LPIPS (VGG, at the image size up to 256 px) against the photo's cached features plus pixel MSE, backward to W+,
+camera and background code. Each step is split into generator forward, LPIPS forward and backward. Prints the
+median of ``--steps`` timed steps after one warm-up and the per-photo time at ``--photo-steps`` steps (the
+default 300), with the thread count and the load average (other processes on the cores slow the runs down).
+
+    python bench/inversion_speed.py [--resolutions 256 512] [--threads 2] [--steps 5] [--bf16]
+
+``--bf16`` runs the generator and LPIPS under ``torch.autocast("cpu", torch.bfloat16)`` as well and reports its
+speed and how far its loss and W+ gradient are from float32's. Only CPUs with native bfloat16 arithmetic
+(AVX512-BF16 or AMX) gain from it; elsewhere it is emulated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+from stylenerf_edit.generator.camera import Camera, stack_cameras
+from stylenerf_edit.generator.network import Generator, GeneratorConfig
+from stylenerf_edit.invert.lpips import LPIPS
+from stylenerf_edit.invert.optimize import InversionConfig, lpips_input
+
+
+def time_steps(G: Generator, lpips: LPIPS, steps: int, bf16: bool) -> dict[str, float]:
+    """Median seconds of the parts of one inversion step, and the loss and ws gradient of the last one."""
+    gen = torch.Generator().manual_seed(0)
+    res = G.img_resolution
+    ws = G.mapping(torch.randn(1, G.cfg.z_dim, generator=gen)).detach().requires_grad_(True)
+    bg = torch.zeros(1, G.cfg.bg_code_dim).requires_grad_(True)
+    world, intr = stack_cameras([Camera()])
+    target = torch.rand(1, 3, res, res, generator=gen) * 2 - 1
+    with torch.no_grad():
+        features = lpips.features(lpips_input(target))
+    parts: dict[str, list[float]] = {"generator": [], "lpips": [], "backward": [], "step": []}
+    for i in range(steps + 1):
+        ws.grad = bg.grad = None
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            img = G.synthesis(ws, world, intr, bg).img.float()
+            t1 = time.perf_counter()
+            loss = lpips.distance(lpips_input(img), features).sum() + (img - target).square().mean()
+        t2 = time.perf_counter()
+        loss.backward()
+        t3 = time.perf_counter()
+        if i:   # the first step warms up allocators and caches
+            for k, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+                parts[k].append(v)
+    return {**{k: statistics.median(v) for k, v in parts.items()}, "loss": float(loss.detach()),
+            "grad": ws.grad.detach().clone()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--photo-steps", type=int, default=InversionConfig.steps)
+    parser.add_argument("--bf16", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    lpips = LPIPS("vgg")
+    print(f"threads {args.threads}, load average {os.getloadavg()[0]:.2f}, torch {torch.__version__}")
+    for res in args.resolutions:
+        G = Generator(GeneratorConfig(img_resolution=res)).eval().requires_grad_(False)
+        for bf16 in (False, True) if args.bf16 else (False,):
+            r = time_steps(G, lpips, args.steps, bf16)
+            line = (f"{res} px {'bf16' if bf16 else 'fp32'}: {r['step']:.2f} s/step (generator {r['generator']:.2f}, "
+                    f"LPIPS {r['lpips']:.2f}, backward {r['backward']:.2f}), "
+                    f"{r['step'] * args.photo_steps / 60:.1f} min per photo at {args.photo_steps} steps")
+            if bf16:
+                ref = time_steps(G, lpips, 1, False)
+                err = (r["grad"] - ref["grad"]).norm() / ref["grad"].norm()
+                line += f"; loss {r['loss']:.4f} vs {ref['loss']:.4f} fp32, ws gradient off by {err:.1%}"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
