@@ -73,13 +73,14 @@ def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, netw
     owned.check(["overview.png", "index.html"])
     for folder_name in folder_names:
         edit_outputs(out / folder_name, sweep=True)
+    G, info = load_with_info(network, device=resolve_device(device))
+    directions = [resolve_direction(name, network, info) for name, _ in parsed]   # before minutes of inversion
     shipped = photo is None
     photo = Path(photo) if photo is not None else demo_photos()[1]   # the near-frontal one
     options = InvertOptions(config=InversionConfig(steps=steps), aligned=shipped, paste_back=not shipped)
     outcome = invert_photos([photo], out / "inversion", network, options, device=device, progress=progress)[0]
     if outcome.error:
         raise StyleNerfEditError(outcome.error)
-    G, info = load_with_info(network, device=resolve_device(device))
     latent = load_latent(outcome.out_dir / "latent.npz", generator=info)
     views = [latent.camera.with_(yaw=y) for y in yaws]
     aligned = np.asarray(Image.open(outcome.out_dir / "aligned.png").convert("RGB"))
@@ -87,8 +88,8 @@ def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, netw
     rows = [(f"photo | fit ({outcome.metrics['psnr']:.1f} dB)", [aligned, recon]),
             ("inverted, new views", list(render_latent(G, latent, views)))]
     cards = []
-    for (name, strength), folder_name in zip(parsed, folder_names):
-        edit = Edit(resolve_direction(name, network, info), strength)
+    for (_, strength), direction, folder_name in zip(parsed, directions, folder_names):
+        edit = Edit(direction, strength)
         edited = edit_latent(latent, [edit])
         folder = out / folder_name
         write_edit_outputs(G, latent, edited, folder, yaws=yaws, sweep=True)

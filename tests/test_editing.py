@@ -201,6 +201,12 @@ def test_demo_refuses_a_users_file_before_inverting(tmp_path):
     result = CliRunner().invoke(main, ["demo", "--steps", "2", "--out", str(out)])
     assert result.exit_code == 1 and "index.html: already exists" in result.output
     assert (out / "index.html").read_text() == "<p>my page</p>"
+    (out / "index.html").unlink()
+    from stylenerf_edit.demo import run_demo
+    from stylenerf_edit.directions.direction import DirectionError
+    with pytest.raises(DirectionError, match="no direction named 'beard'"):
+        run_demo(out, edits=["beard=1"], steps=2, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["smile+2"]       # refused before inverting
 
 
 def test_cli_directions_train_and_use_the_result(tmp_path):

@@ -121,6 +121,16 @@ def _choose_c(x: np.ndarray, labels: np.ndarray, scores: np.ndarray, method: str
     return float(max(scored, key=lambda row: row[1])[0]), table
 
 
+def training_samples_per_side(n: int, ratio: float, split: float = 0.7, seed: int = 0) -> int:
+    """Fewest training samples on one side when ``n`` scored samples are split as :func:`train_direction`
+    splits them (0 when the split is impossible); C='auto' needs 3."""
+    try:
+        _, _, labels, train, _ = split_extremes(np.arange(n, dtype=np.float64), ratio, None, split, seed, "")
+    except DirectionError:
+        return 0
+    return int(np.bincount(labels[train], minlength=2).min())
+
+
 def train_direction(codes: np.ndarray, scores: np.ndarray, attribute: str, *, ratio: float | None = 0.2,
                     count: int | None = None, split: float = 0.7, seed: int = 0, C: float | str = 1.0,
                     method: str = "auto", rows: Sequence[int] | None = None,

@@ -21,7 +21,7 @@ from .sample import sample_latents
 from .conditioning import condition
 from .direction import Direction, DirectionError, save_direction
 from .scoring import evaluate_direction
-from .svm import train_direction
+from .svm import train_direction, training_samples_per_side
 
 
 @dataclass
@@ -44,6 +44,11 @@ def train_directions(network: str | Path, attributes: Sequence[str], out_dir: st
         conditions: attributes whose directions are projected out of every other one (each trained too).
         truncation_psi: 1.0 samples all of W, as InterFaceGAN does; edits work on truncated latents too.
     """
+    if C == "auto" and training_samples_per_side(samples, ratio, seed=seed) < 3:
+        enough = next(n for n in range(samples, 100 * samples) if training_samples_per_side(n, ratio, seed=seed) >= 3)
+        raise DirectionError(f"--samples {samples} at --ratio {ratio:g} leaves "
+                             f"{training_samples_per_side(samples, ratio, seed=seed)} training samples per side; "
+                             f"the SVM needs 3: use --samples {enough} or more, or a larger --ratio")
     out = Path(out_dir)
     G, info = load_with_info(network, device=resolve_device(device))
     folder = Path(samples_dir) if samples_dir is not None else out / "samples"

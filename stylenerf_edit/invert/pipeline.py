@@ -13,7 +13,12 @@ Initial camera (``pose``):
   * ``predictor``: the pose regressor shipped with a model (``predictor.json`` beside it: the bundled model's
     attribute predictor, trained on its procedural world, where dlib finds no faces);
   * ``search``: render the average face over a grid of prior cameras and keep the closest (any model);
-  * ``auto``: landmarks when a face was detected, else the model's predictor when it has one, else search.
+  * ``auto``: landmarks when a face was detected, else the model's predictor when it has one, else landmarks
+    found on the aligned crop itself (the calibration was fitted on the generator's own aligned renders), else
+    search.
+
+The search compares at most 64-px versions of the renders and the photo: a coarse pose needs no detail, and
+LPIPS at full size would make it cost minutes per photo on the official models.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from stylenerf_edit.names import photo_output_names
 from .align import AlignedFace, align_photo, aligned_input, paste_back
 from .latent import GeneratorRef, Latent, save_latent
 from .lpips import LPIPS
-from .optimize import InversionConfig, InversionResult, invert, lpips_input
+from .optimize import InversionConfig, InversionResult, invert
 from .photo import load_photo
 from .pose import PoseCalibration, PoseError, pose_from_landmarks, search_pose
 
@@ -84,8 +89,22 @@ def has_pose_predictor(network: str | Path) -> bool:
     return (model_directory(network) / PREDICTOR_CONFIG).is_file()
 
 
-def _distance(lpips: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    return lambda a, b: lpips(lpips_input(a), lpips_input(b)).reshape(-1) + (a - b).square().mean(dim=(1, 2, 3))
+SEARCH_RESOLUTION = 64
+
+
+def _search_distance(lpips: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def small(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=SEARCH_RESOLUTION, mode="area") if x.shape[-1] > SEARCH_RESOLUTION else x
+
+    return lambda a, b: lpips(small(a), small(b)).reshape(-1) + (small(a) - small(b)).square().mean(dim=(1, 2, 3))
+
+
+def _crop_landmarks(photo: PreparedPhoto) -> np.ndarray | None:
+    """68 landmarks of the face in an aligned crop (taken as given, without detection), None when none is found."""
+    from .landmarks import detect_faces
+
+    faces = detect_faces(np.asarray(photo.face.image))
+    return faces[0].landmarks if faces else None
 
 
 def estimate_cameras(G: Generator, network: str | Path, photos: Sequence[PreparedPhoto], method: str,
@@ -94,24 +113,30 @@ def estimate_cameras(G: Generator, network: str | Path, photos: Sequence[Prepare
     if method not in POSE_METHODS:
         raise StyleNerfEditError(f"unknown pose method {method!r}; choose one of {', '.join(POSE_METHODS)}")
     fov, res = G.camera_prior.fov, G.img_resolution
-    chosen = []
+    chosen, found = [], []
     for p in photos:
-        m = method
-        if m == "auto":
-            m = "landmarks" if p.face.landmarks is not None else (
-                "predictor" if has_pose_predictor(network) else "search")
-        if m == "landmarks" and p.face.landmarks is None:
-            raise StyleNerfEditError(f"{p.path}: --pose landmarks needs a detected face, but the photo was taken "
-                                     "as an aligned crop; use --pose search or --pose auto")
+        m, landmarks = method, p.face.landmarks
+        if m == "auto" and landmarks is None:
+            m = "predictor" if has_pose_predictor(network) else "landmarks"
+        if m == "landmarks" and landmarks is None:
+            landmarks = _crop_landmarks(p)
+            if landmarks is None and method == "auto":
+                m = "search"
+            elif landmarks is None:
+                raise StyleNerfEditError(f"{p.path}: --pose landmarks found no face in the aligned crop; use "
+                                         "--pose search or --pose auto")
+        elif m == "auto":
+            m = "landmarks"
         if m == "predictor" and not has_pose_predictor(network):
             raise StyleNerfEditError(f"{network}: this model ships no pose predictor ({PREDICTOR_CONFIG}); use "
                                      "--pose landmarks or --pose search")
         chosen.append(m)
+        found.append(landmarks)
     cameras: list[Camera | None] = [None] * len(photos)
     calibration = load_pose_calibration(network) if "landmarks" in chosen else None
-    for i, (p, m) in enumerate(zip(photos, chosen)):
+    for i, m in enumerate(chosen):
         if m == "landmarks":
-            cameras[i] = pose_from_landmarks(p.face.landmarks, res, fov, calibration)
+            cameras[i] = pose_from_landmarks(found[i], res, fov, calibration)
     predicted = [i for i, m in enumerate(chosen) if m == "predictor"]
     if predicted:
         from stylenerf_edit.synthetic.predictor import AttributePredictor
@@ -125,7 +150,7 @@ def estimate_cameras(G: Generator, network: str | Path, photos: Sequence[Prepare
         targets = torch.stack([photos[i].target for i in searched]).to(G.device)
         ws = G.mapping.w_avg.expand(len(searched), G.num_ws, -1)
         bg = torch.zeros(len(searched), G.cfg.bg_code_dim, device=G.device)
-        for i, cam in zip(searched, search_pose(G, targets, ws, bg, _distance(lpips))):
+        for i, cam in zip(searched, search_pose(G, targets, ws, bg, _search_distance(lpips))):
             cameras[i] = cam
     return [(cam, m) for cam, m in zip(cameras, chosen)]
 
