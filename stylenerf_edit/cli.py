@@ -363,18 +363,26 @@ def label(photos: tuple[Path, ...], spec: str, as_json: bool) -> None:
               help="Yaws of the before/after sheet: START:STOP:COUNT or a list, degrees.")
 @click.option("--pitches", default=None, help="Also write grid.png over these pitches (same syntax).")
 @click.option("--sweep", is_flag=True, help="Also write sweep.gif and sweep.mp4 of the edited face.")
+@click.option("--clamp", is_flag=True, help="Shorten edits that would take the latent outside the range of the "
+              "model's own samples (99 %) along their direction; without it such edits only get a warning.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("edited"),
               show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @_friendly_errors
 def edit(latent: Path, edits: tuple[str, ...], network: str, rows: str | None, extra: tuple[Path, ...], views: str,
-         pitches: str | None, sweep: bool, out_dir: Path, device: str) -> None:
+         pitches: str | None, sweep: bool, clamp: bool, out_dir: Path, device: str) -> None:
     """Edit an inverted LATENT (.npz) and render it: latent.npz, edited.png, before_after.png (+ grid, sweep)."""
     from stylenerf_edit.editing.outputs import edit_latent_file, parse_views
 
     result = edit_latent_file(latent, edits, out_dir, network=network, rows=rows, directions=extra,
                               yaws=parse_views(views), pitches=parse_views(pitches) if pitches else None,
-                              sweep=sweep, device=device)
+                              sweep=sweep, clamp=clamp, device=device)
+    for check in result.checks:
+        if not check.inside:
+            click.echo(f"warning: {check.describe()}; it may leave what the model learnt (use a smaller strength "
+                       "or --clamp)", err=True)
+    if clamp and result.clamped:
+        click.echo("clamped to the model's range: " + ", ".join(e.describe() for e in result.clamped), err=True)
     click.echo(f"{', '.join(result.latent.extra['edits'])}: " + " ".join(str(f) for f in result.files))
 
 

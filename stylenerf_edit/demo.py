@@ -2,8 +2,9 @@
 
 ``run_demo`` (``stylenerf-edit demo``) takes a shipped procedural photo (or any photo), inverts it into the
 bundled model (or another generator with directions), applies the smile and age directions in both
-senses, renders every result from -30 to +30 degrees of yaw, and writes ``overview.png`` (labelled rows)
-and ``index.html`` beside the inversion's and the edits' own files. Like every command it never replaces a
+senses (each shortened, and labelled so, where it would leave the range of the model's own samples: see
+``editing.edit.check_edits``), renders every result from -30 to +30 degrees of yaw, and writes ``overview.png``
+(labelled rows) and ``index.html`` beside the inversion's and the edits' own files. Like every command it never replaces a
 file it did not write (``demo.json`` and each edit's ``edit.json`` record what it wrote): that is checked
 before the inversion starts.
 """
@@ -17,10 +18,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from stylenerf_edit.directions.library import resolve_direction
-from stylenerf_edit.editing.edit import Edit, edit_latent, parse_edit
+from stylenerf_edit.editing.edit import Edit, check_edits, clamp_edits, edit_latent, parse_edit
 from stylenerf_edit.editing.outputs import edit_folder_names, edit_outputs, render_latent, write_edit_outputs
 from stylenerf_edit.images import save_png
 from stylenerf_edit.errors import StyleNerfEditError
@@ -55,7 +57,7 @@ def _labelled_rows(rows: Sequence[tuple[str, Sequence[np.ndarray]]], label_width
     sheet = Image.new("RGB", (label_width + columns * TILE, len(rows) * TILE), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     for r, (label, tiles) in enumerate(rows):
-        draw.text((8, r * TILE + TILE // 2 - 6), label, fill=(0, 0, 0))
+        draw.multiline_text((8, r * TILE + TILE // 2 - 6 * (label.count("\n") + 1)), label, fill=(0, 0, 0))
         for c, tile in enumerate(tiles):
             sheet.paste(Image.fromarray(_tile(tile)), (label_width + c * TILE, r * TILE))
     return np.asarray(sheet)
@@ -90,11 +92,16 @@ def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, netw
     cards = []
     for (_, strength), direction, folder_name in zip(parsed, directions, folder_names):
         edit = Edit(direction, strength)
+        (check,) = check_edits(G, torch.from_numpy(latent.ws), [edit])
+        label = edit.describe()
+        if not check.inside:    # stay inside what the model learnt
+            (edit,) = clamp_edits([check])
+            label = f"{label}\nclamped to {edit.strength:+.1f}\n(the model's range)"
         edited = edit_latent(latent, [edit])
         folder = out / folder_name
         write_edit_outputs(G, latent, edited, folder, yaws=yaws, sweep=True)
-        rows.append((edit.describe(), list(render_latent(G, edited, views))))
-        cards.append((edit.describe(), folder.relative_to(out)))
+        rows.append((label, list(render_latent(G, edited, views))))
+        cards.append((label, folder.relative_to(out)))
     overview = save_png(_labelled_rows(rows), out / "overview.png")
     index = _write_index(out, photo, outcome.metrics, latent.camera, cards)
     owned.save_record([overview, index], {"written_by": "stylenerf-edit demo", "photo": str(photo)})

@@ -15,8 +15,8 @@ from PIL import Image
 from stylenerf_edit.cli import main
 from stylenerf_edit.directions.library import available_directions, resolve_direction
 from stylenerf_edit.directions.direction import Direction, DirectionError
-from stylenerf_edit.editing.edit import (Edit, EditError, apply_edits, edit_latent, interpolate, parse_edit,
-                                         row_group, style_mix)
+from stylenerf_edit.editing.edit import (Edit, EditError, apply_edits, check_edits, clamp_edits, edit_latent,
+                                         interpolate, parse_edit, row_group, sample_range, style_mix)
 from stylenerf_edit.editing.outputs import parse_views
 from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import load_with_info
@@ -207,6 +207,36 @@ def test_demo_refuses_a_users_file_before_inverting(tmp_path):
     with pytest.raises(DirectionError, match="no direction named 'beard'"):
         run_demo(out, edits=["beard=1"], steps=2, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["smile+2"]       # refused before inverting
+
+
+def test_edits_are_checked_against_the_models_own_samples(bundled):
+    G, info = bundled
+    age = resolve_direction("age", "bundled:heads", info)
+    r = sample_range(G, age)
+    assert -3 < r.low < -2 < 2 < r.high < 3 and r.coverage == 0.99     # about +-2.6 sd of a normal spread
+    ws = torch.from_numpy(_latent(G, info).ws)
+    inside, far = check_edits(G, ws, [Edit(age, 1.0)])[0], check_edits(G, ws, [Edit(age, 6.0)])[0]
+    assert inside.inside and not far.inside and far.per_unit == pytest.approx(1.0, abs=1e-4)
+    assert far.after - far.before == pytest.approx(6.0, abs=1e-3)
+    (shorter,) = clamp_edits([far])
+    assert 0 < shorter.strength < 6
+    (again,) = check_edits(G, ws, [shorter])
+    assert again.inside and again.after == pytest.approx(r.high, abs=1e-3)
+    assert clamp_edits([inside])[0].strength == 1.0
+
+
+def test_cli_edit_warns_and_clamps_edits_beyond_the_models_range(tmp_path):
+    latent = _inverted(tmp_path)
+    result = CliRunner().invoke(main, ["edit", str(latent), "--edit", "age=6", "--views", "0", "--out",
+                                       str(tmp_path / "warned")])
+    assert result.exit_code == 0 and "warning: age +6 takes the latent from" in result.stderr
+    assert "outside the 99% of the model's own samples" in result.stderr
+    assert json.loads((tmp_path / "warned" / "edit.json").read_text())["edits"] == ["age +6"]
+    result = CliRunner().invoke(main, ["edit", str(latent), "--edit", "age=6", "--views", "0", "--clamp", "--out",
+                                       str(tmp_path / "clamped")])
+    assert result.exit_code == 0 and "clamped to the model's range: age +" in result.stderr
+    (applied,) = json.loads((tmp_path / "clamped" / "edit.json").read_text())["edits"]
+    assert applied.startswith("age +") and 1 < float(applied.split()[1]) < 6
 
 
 def test_cli_directions_train_and_use_the_result(tmp_path):

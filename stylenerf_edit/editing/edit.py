@@ -11,6 +11,12 @@ Rows of a StyleNeRF W+ latent (``num_ws = fg_layers + 2 + 2 * upsampler blocks +
 An edit adds ``strength`` standard deviations of the direction's training samples along its normal on the
 chosen rows; the camera and the
 background code are kept, so an edited face can be rendered from the same or any other viewpoint.
+
+How far an edit may go: the generator's own samples (z drawn from its prior, through the mapping) lie along a
+direction within a range :func:`sample_range` measures (99 % of them by default, about +-2.6 standard
+deviations for a normal spread). An edit that takes a latent past it asks the model for faces it never learnt
+(on the bundled model, past the procedural world's parameter range: a young head at ``age -2`` gets red hair).
+:func:`check_edits` reports where each edit lands, :func:`clamp_edits` shortens the ones that leave the range.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import torch
 
 from stylenerf_edit.directions.direction import Direction
 from stylenerf_edit.errors import StyleNerfEditError
-from stylenerf_edit.generator.network import GeneratorConfig
+from stylenerf_edit.generator.network import Generator, GeneratorConfig
 from stylenerf_edit.invert.latent import Latent
 
 ROW_GROUPS = ("all", "nerf", "geometry", "appearance", "upsampler")
@@ -75,6 +81,78 @@ class Edit:
     def describe(self) -> str:
         rows = "" if self.rows is None else f" on rows {list(self.rows)}"
         return f"{self.direction.attribute} {self.strength:+g}{rows}"
+
+
+@dataclass(frozen=True)
+class SampleRange:
+    """Where a generator's samples lie along a direction: their mean signed distance and the central
+    ``coverage`` of them, in standard deviations (edit strengths) from that mean."""
+
+    attribute: str
+    mean: float          # W units
+    low: float           # strength units, below the mean
+    high: float
+    coverage: float
+
+
+def sample_range(G: Generator, direction: Direction, n: int = 4096, seed: int = 0,
+                 coverage: float = 0.99) -> SampleRange:
+    """Measure :class:`SampleRange` on ``n`` seeded samples of ``G``'s mapping (no rendering: milliseconds)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        ws = G.mapping(G.sample_z(n, gen).to(G.device)).cpu().numpy()
+    d = direction.distance(ws)
+    lo, hi = np.quantile(d, [(1 - coverage) / 2, (1 + coverage) / 2])
+    mean = float(d.mean())
+    return SampleRange(direction.attribute, mean, float(lo - mean) / direction.spread,
+                       float(hi - mean) / direction.spread, coverage)
+
+
+@dataclass(frozen=True)
+class EditCheck:
+    """Where one edit takes a latent along its direction, in strength units from the samples' mean."""
+
+    edit: Edit
+    before: float
+    after: float          # with all the checked edits applied together
+    per_unit: float       # this edit's own move per unit of strength: 1 on its rows, less on fewer rows
+    range: SampleRange
+
+    @property
+    def inside(self) -> bool:
+        return self.range.low - 1e-3 <= self.after <= self.range.high + 1e-3   # clamped edits land on the bounds
+
+    def describe(self) -> str:
+        where = "inside" if self.inside else "outside"
+        return (f"{self.edit.describe()} takes the latent from {self.before:+.2f} to {self.after:+.2f} standard "
+                f"deviations, {where} the {self.range.coverage:.0%} of the model's own samples "
+                f"({self.range.low:+.2f} to {self.range.high:+.2f})")
+
+
+def check_edits(G: Generator, ws: torch.Tensor, edits: Sequence[Edit]) -> list[EditCheck]:
+    """Where each of ``edits`` (applied together to ``ws`` [num_ws, w_dim]) lands along its own direction."""
+    def position(d: Direction, r: SampleRange, x: torch.Tensor) -> float:
+        return float(d.distance(x.detach().cpu().numpy()[None])[0] - r.mean) / d.spread
+
+    edited = apply_edits(ws, edits)
+    checks = []
+    for e in edits:
+        r = sample_range(G, e.direction)
+        before = position(e.direction, r, ws)
+        unit = position(e.direction, r, apply_edits(ws, [replace(e, strength=1.0)])) - before
+        checks.append(EditCheck(e, before, position(e.direction, r, edited), unit, r))
+    return checks
+
+
+def clamp_edits(checks: Sequence[EditCheck]) -> list[Edit]:
+    """The checked edits with each strength shortened so that its latent stays inside the samples' range (an
+    edit that starts outside it is not pushed further out; its strength becomes 0 in that sense)."""
+    clamped = []
+    for c in checks:
+        target = min(max(c.after, min(c.range.low, c.before)), max(c.range.high, c.before))
+        shorter = (c.after - target) / c.per_unit if c.per_unit > 0 else 0.0
+        clamped.append(replace(c.edit, strength=c.edit.strength - shorter))
+    return clamped
 
 
 def edit_delta(edits: Sequence[Edit], num_ws: int) -> torch.Tensor:

@@ -31,7 +31,7 @@ from stylenerf_edit.generator.network import Generator
 from stylenerf_edit.invert.latent import Latent, load_latent, save_latent
 from stylenerf_edit.names import safe_output_names
 
-from .edit import Edit, edit_latent, parse_edit, row_group
+from .edit import Edit, EditCheck, check_edits, clamp_edits, edit_latent, parse_edit, row_group
 from stylenerf_edit.images import contact_sheet, pingpong, save_png, write_gif, write_mp4
 from .views import render_views, view_grid, yaw_sweep
 
@@ -70,10 +70,13 @@ def render_latent(G: Generator, latent: Latent, cameras: Sequence[Camera]) -> np
 
 @dataclass
 class EditOutputs:
-    """The edited latent and the files written for it."""
+    """The edited latent, the files written for it, where each edit landed (checked before any clamping) and
+    the edits shortened by ``clamp``."""
 
     latent: Latent
     files: list[Path] = field(default_factory=list)
+    checks: list[EditCheck] = field(default_factory=list)
+    clamped: list[Edit] = field(default_factory=list)
 
 
 EDIT_RECORD = "edit.json"
@@ -116,10 +119,11 @@ def edit_latent_file(latent_path: str | Path, edits: Sequence[str], out_dir: str
                      network: str | Path = "bundled:heads", rows: str | None = None,
                      directions: Sequence[str | Path] = (), yaws: Sequence[float] = (-30.0, -15.0, 0.0, 15.0, 30.0),
                      pitches: Sequence[float] | None = None, sweep: bool = False, frames: int = 24,
-                     max_yaw: float = 30.0, device: str | None = None) -> EditOutputs:
+                     max_yaw: float = 30.0, clamp: bool = False, device: str | None = None) -> EditOutputs:
     """Load a latent, apply ``edits`` (``"smile=2"``; a name from the model's directions or a ``.npz``) on
     ``rows`` (a group or list, see :func:`~stylenerf_edit.editing.edit.row_group`; default: each direction's
-    own rows) and write the outputs."""
+    own rows) and write the outputs. Each edit is checked against the range of the model's own samples
+    (:func:`~stylenerf_edit.editing.edit.check_edits`); ``clamp`` shortens those that leave it."""
     from stylenerf_edit.directions.library import resolve_direction
 
     G, info = load_with_info(network, device=resolve_device(device))
@@ -127,6 +131,10 @@ def edit_latent_file(latent_path: str | Path, edits: Sequence[str], out_dir: str
     chosen = None if rows is None else tuple(row_group(G.cfg, rows))
     parsed = [parse_edit(e) for e in edits]
     applied = [Edit(resolve_direction(name, network, info, directions), strength, chosen) for name, strength in parsed]
+    checks = check_edits(G, torch.from_numpy(original.ws), applied)
+    outside = [c for c in checks if not c.inside]
+    if clamp and outside:
+        applied = clamp_edits(checks)
     edited = edit_latent(original, applied)
     files = write_edit_outputs(G, original, edited, out_dir, yaws, pitches, sweep, frames, max_yaw)
-    return EditOutputs(edited, files)
+    return EditOutputs(edited, files, checks, [e for e, c in zip(applied, checks) if not c.inside] if clamp else [])
