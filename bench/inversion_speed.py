@@ -7,7 +7,8 @@ camera and background code. Each step is split into generator forward, LPIPS for
 median of ``--steps`` timed steps after one warm-up and the per-photo time at ``--photo-steps`` steps (the
 default 300), with the thread count and the load average (other processes on the cores slow the runs down).
 
-    python bench/inversion_speed.py [--resolutions 256 512] [--threads 2] [--steps 5] [--bf16]
+    python bench/inversion_speed.py [--resolutions 256 512] [--threads 2] [--steps 5] [--lpips-resolutions 256 128]
+                                    [--bf16]
 
 ``--bf16`` runs the generator and LPIPS under ``torch.autocast("cpu", torch.bfloat16)`` as well and reports its
 speed and how far its loss and W+ gradient are from float32's. Only CPUs with native bfloat16 arithmetic
@@ -29,7 +30,7 @@ from stylenerf_edit.invert.lpips import LPIPS
 from stylenerf_edit.invert.optimize import InversionConfig, lpips_input
 
 
-def time_steps(G: Generator, lpips: LPIPS, steps: int, bf16: bool) -> dict[str, float]:
+def time_steps(G: Generator, lpips: LPIPS, steps: int, bf16: bool, lpips_resolution: int) -> dict[str, float]:
     """Median seconds of the parts of one inversion step, and the loss and ws gradient of the last one."""
     gen = torch.Generator().manual_seed(0)
     res = G.img_resolution
@@ -38,7 +39,7 @@ def time_steps(G: Generator, lpips: LPIPS, steps: int, bf16: bool) -> dict[str, 
     world, intr = stack_cameras([Camera()])
     target = torch.rand(1, 3, res, res, generator=gen) * 2 - 1
     with torch.no_grad():
-        features = lpips.features(lpips_input(target))
+        features = lpips.features(lpips_input(target, lpips_resolution))
     parts: dict[str, list[float]] = {"generator": [], "lpips": [], "backward": [], "step": []}
     for i in range(steps + 1):
         ws.grad = bg.grad = None
@@ -46,7 +47,7 @@ def time_steps(G: Generator, lpips: LPIPS, steps: int, bf16: bool) -> dict[str, 
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             img = G.synthesis(ws, world, intr, bg).img.float()
             t1 = time.perf_counter()
-            loss = lpips.distance(lpips_input(img), features).sum() + (img - target).square().mean()
+            loss = lpips.distance(lpips_input(img, lpips_resolution), features).sum() + (img - target).square().mean()
         t2 = time.perf_counter()
         loss.backward()
         t3 = time.perf_counter()
@@ -64,6 +65,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--photo-steps", type=int, default=InversionConfig.steps)
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--lpips-resolutions", type=int, nargs="+", default=[InversionConfig.lpips_resolution],
+                        help="LPIPS sizes to time (InversionConfig.lpips_resolution), e.g. 256 128")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -71,16 +74,18 @@ def main() -> None:
     print(f"threads {args.threads}, load average {os.getloadavg()[0]:.2f}, torch {torch.__version__}")
     for res in args.resolutions:
         G = Generator(GeneratorConfig(img_resolution=res)).eval().requires_grad_(False)
-        for bf16 in (False, True) if args.bf16 else (False,):
-            r = time_steps(G, lpips, args.steps, bf16)
-            line = (f"{res} px {'bf16' if bf16 else 'fp32'}: {r['step']:.2f} s/step (generator {r['generator']:.2f}, "
-                    f"LPIPS {r['lpips']:.2f}, backward {r['backward']:.2f}), "
-                    f"{r['step'] * args.photo_steps / 60:.1f} min per photo at {args.photo_steps} steps")
-            if bf16:
-                ref = time_steps(G, lpips, 1, False)
-                err = (r["grad"] - ref["grad"]).norm() / ref["grad"].norm()
-                line += f"; loss {r['loss']:.4f} vs {ref['loss']:.4f} fp32, ws gradient off by {err:.1%}"
-            print(line, flush=True)
+        for lpips_res in args.lpips_resolutions:
+            for bf16 in (False, True) if args.bf16 else (False,):
+                r = time_steps(G, lpips, args.steps, bf16, lpips_res)
+                line = (f"{res} px, LPIPS at {min(lpips_res, res)} px, {'bf16' if bf16 else 'fp32'}: "
+                        f"{r['step']:.2f} s/step (generator {r['generator']:.2f}, LPIPS {r['lpips']:.2f}, backward "
+                        f"{r['backward']:.2f}), {r['step'] * args.photo_steps / 60:.1f} min per photo at "
+                        f"{args.photo_steps} steps")
+                if bf16:
+                    ref = time_steps(G, lpips, 1, False, lpips_res)
+                    err = (r["grad"] - ref["grad"]).norm() / ref["grad"].norm()
+                    line += f"; loss {r['loss']:.4f} vs {ref['loss']:.4f} fp32, ws gradient off by {err:.1%}"
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -385,3 +385,24 @@ def test_cli_calibrate_pose_refuses_a_model_without_detectable_faces(tmp_path):
     assert result.exit_code == 1, result.output
     assert "too few of 4 samples" in result.output and "--pose search" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_lpips_resolution_is_checked_and_used(tmp_path):
+    from click.testing import CliRunner
+
+    from stylenerf_edit.cli import main
+    from stylenerf_edit.invert.optimize import lpips_input
+    from stylenerf_edit.synthetic.dataset import demo_photos
+
+    with pytest.raises(ValueError, match="lpips_resolution"):
+        InversionConfig(lpips_resolution=16)
+    images = torch.zeros(2, 3, 64, 64)
+    assert lpips_input(images, 32).shape == (2, 3, 32, 32) and lpips_input(images).shape == (2, 3, 64, 64)
+    losses = {}
+    for size in (64, 32):
+        out = tmp_path / str(size)
+        result = CliRunner().invoke(main, ["invert", str(demo_photos()[1]), "--aligned", "--steps", "2",
+                                           "--lpips-resolution", str(size), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        losses[size] = np.load(next(out.glob("*/latent.npz")))["loss_lpips"]
+    assert not np.allclose(losses[64], losses[32])      # the loss saw other images

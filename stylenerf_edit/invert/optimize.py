@@ -53,12 +53,18 @@ class InversionConfig:
     # More: that many photos per generator call, faster (most on a GPU); results then depend on batch mates through
     # float rounding only (batched products round in another order: <= 0.07 in w, 0.04 dB after 300 steps).
     photos_per_pass: int = 1
+    # LPIPS (VGG16) sees the images area-downsampled to at most this size. At 256 px it is most of a CPU step's
+    # arithmetic (about 80 of 130 GFLOP with its backward): 128 makes that 4x cheaper (bench/inversion_speed.py).
+    # The reported ``lpips`` metric always uses LPIPS_MAX_RESOLUTION.
+    lpips_resolution: int = LPIPS_MAX_RESOLUTION
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.photos_per_pass < 1:
             raise ValueError(f"photos_per_pass must be >= 1, got {self.photos_per_pass}")
+        if not 32 <= self.lpips_resolution <= LPIPS_MAX_RESOLUTION:
+            raise ValueError(f"lpips_resolution must be 32 to {LPIPS_MAX_RESOLUTION}, got {self.lpips_resolution}")
         for name in ("w_lr", "camera_lr", "bg_lr", "lpips_weight", "mse_weight", "w_avg_weight", "spread_weight",
                      "pose_prior_weight"):
             value = getattr(self, name)
@@ -91,10 +97,10 @@ def learning_rate_factor(step: int, steps: int, warmup: float, rampdown: float) 
     return up * (0.5 - 0.5 * math.cos(down * math.pi))
 
 
-def lpips_input(images: torch.Tensor) -> torch.Tensor:
-    """Images [B, 3, R, R] as LPIPS sees them: area-downsampled to at most LPIPS_MAX_RESOLUTION."""
-    if images.shape[-1] > LPIPS_MAX_RESOLUTION:
-        return F.interpolate(images, size=(LPIPS_MAX_RESOLUTION, LPIPS_MAX_RESOLUTION), mode="area")
+def lpips_input(images: torch.Tensor, max_resolution: int = LPIPS_MAX_RESOLUTION) -> torch.Tensor:
+    """Images [B, 3, R, R] as LPIPS sees them: area-downsampled to at most ``max_resolution``."""
+    if images.shape[-1] > max_resolution:
+        return F.interpolate(images, size=(max_resolution, max_resolution), mode="area")
     return images
 
 
@@ -123,7 +129,7 @@ def _loss_terms(G: Generator, photo: _Pass, lpips: LPIPS, config: InversionConfi
                 w_avg: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Per-photo loss terms (each [K], "total" included) and the current images [K, 3, R, R]."""
     img = photo.render(G, config.nerf_grad)
-    terms = {"lpips": lpips.distance(lpips_input(img), photo.target_features),
+    terms = {"lpips": lpips.distance(lpips_input(img, config.lpips_resolution), photo.target_features),
              "mse": (img - photo.target).square().mean(dim=(1, 2, 3))}
     total = config.lpips_weight * terms["lpips"] + config.mse_weight * terms["mse"]
     if config.w_avg_weight:
@@ -174,7 +180,7 @@ def invert(G: Generator, targets: torch.Tensor, cameras: Sequence[Camera], lpips
         j, cams = i + config.photos_per_pass, cameras[i:i + config.photos_per_pass]
         target = targets[i:j].clone()
         with torch.no_grad():
-            target_features = lpips.features(lpips_input(target))
+            target_features = lpips.features(lpips_input(target, config.lpips_resolution))
         photos.append(_Pass(target=target, target_features=target_features,
                             ws=ws0[i:j].detach().float().clone().requires_grad_(True),
                             bg_code=bg0[i:j].detach().float().clone().requires_grad_(fit_bg),
@@ -217,7 +223,7 @@ def invert(G: Generator, targets: torch.Tensor, cameras: Sequence[Camera], lpips
             images = [photo.render(G) for photo in photos]
             scores = {"psnr": torch.cat([psnr(img, p.target) for img, p in zip(images, photos)]),
                       "ssim": torch.cat([ssim(img, p.target) for img, p in zip(images, photos)]),
-                      "lpips": torch.cat([lpips.distance(lpips_input(img), p.target_features)
+                      "lpips": torch.cat([lpips(lpips_input(img), lpips_input(p.target))
                                           for img, p in zip(images, photos)])}
             finals = torch.cat(images)
             metrics = [{k: float(v[i]) for k, v in scores.items()} for i in range(B)]
