@@ -1,0 +1,200 @@
+"""Pivotal tuning (PTI, Roich et al. 2022) for a 3-D generator: the photo's details without losing its other views.
+
+After the W+ inversion, the synthesis network is fine-tuned for a few steps around the inverted latent (the
+pivot) so that it re-renders the photo at the photo's camera (LPIPS + pixel MSE). Two regularisers keep the
+tuning local, each evaluated on alternate steps (so a step costs about two renders, not three):
+
+* locality (PTI's): latents part of the way from the pivot to random samples of the mapping keep the renders
+  the original generator gives them, at the photo's camera;
+* multi-view (this project's): the pivot rendered at ``views`` cameras drawn from the generator's pose prior
+  keeps the original generator's renders. Without it a 3-D generator "paints the photo onto whatever geometry
+  fits the input view", and the other views degrade.
+
+Only the chosen parameter groups change (``parts``: ``upsampler``, ``nerf`` or ``all``); the result is a
+:class:`Tuning`: the changed tensors as differences from the base weights, tied to the base weights' sha256,
+stored as ``tuning.safetensors`` beside ``latent.npz`` (float16 differences: the tuned weights are rebuilt to
+within float16 rounding of the differences, far below the tuning's own effect).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from stylenerf_edit.errors import StyleNerfEditError
+from stylenerf_edit.files import atomic_path
+from stylenerf_edit.generator.camera import Camera, stack_cameras
+from stylenerf_edit.generator.network import Generator
+
+from .lpips import LPIPS
+from .optimize import lpips_input
+
+TUNING_NAME = "tuning.safetensors"
+TUNING_FORMAT = "stylenerf-edit-tuning"
+PARTS = ("upsampler", "nerf", "all")
+
+
+class TuningError(StyleNerfEditError):
+    """A tuning file is missing, malformed or made for other weights."""
+
+
+@dataclass
+class TuningConfig:
+    """Pivotal-tuning settings; every knob is a CLI option of ``invert --pti``."""
+
+    steps: int = 80
+    lr: float = 3e-4               # Adam, on the equalised-lr parameters as stored
+    parts: str = "upsampler"       # which parameters change: upsampler, nerf or all
+    lpips_weight: float = 1.0
+    mse_weight: float = 1.0
+    locality_weight: float = 1.0   # random nearby latents keep their renders (0: off)
+    locality_step: float = 0.3     # how far from the pivot toward a random sample those latents lie
+    multiview_weight: float = 1.0  # the pivot's renders at other cameras are kept (0: off, "naive PTI")
+    views: int = 6                 # prior cameras of the multi-view regulariser
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.parts not in PARTS:
+            raise ValueError(f"parts must be one of {', '.join(PARTS)}, got {self.parts!r}")
+        if self.steps < 1 or self.views < 1:
+            raise ValueError("steps and views must be at least 1")
+        for name in ("lr", "lpips_weight", "mse_weight", "locality_weight", "locality_step", "multiview_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+
+
+@dataclass
+class Tuning:
+    """The changed tensors of a tuned generator as differences from its base weights."""
+
+    deltas: dict[str, torch.Tensor]     # state-dict name -> tuned - base
+    base_sha256: str                    # ``weights_sha256`` of the base weights
+    config: dict = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def tuned_parameters(G: Generator, parts: str) -> dict[str, torch.nn.Parameter]:
+    """The parameters ``parts`` selects, by state-dict name (the mapping network never changes)."""
+    prefixes = {"upsampler": tuple(f"synthesis.{b}." for b in G.synthesis.block_names),
+                "nerf": ("synthesis.fg_nerf.", "synthesis.bg_nerf."),
+                "all": ("synthesis.",)}[parts]
+    return {name: p for name, p in G.named_parameters() if name.startswith(prefixes)}
+
+
+def _render(G: Generator, ws: torch.Tensor, cameras: list[Camera], bg_code: torch.Tensor) -> torch.Tensor:
+    world, intr = stack_cameras(cameras, device=G.device)
+    return G.synthesis(ws.expand(len(cameras), -1, -1), world, intr, bg_code.expand(len(cameras), -1)).img
+
+
+def tune(G: Generator, ws: torch.Tensor, camera: Camera, bg_code: torch.Tensor, target: torch.Tensor,
+         lpips: LPIPS, base_sha256: str, config: TuningConfig | None = None,
+         callback: Callable[[int, dict[str, float]], None] | None = None) -> Tuning:
+    """Tune a copy of ``G`` around one pivot and return the difference (``G`` itself is left unchanged).
+
+    Args:
+        ws: the pivot [num_ws, w_dim]; camera, bg_code [bg_code_dim]: the photo's, from the inversion.
+        target: the aligned photo [3, R, R] in [-1, 1].
+        base_sha256: ``weights_sha256`` of ``G``'s weights, recorded in the result.
+        callback: called after every step with the step and its loss terms.
+    """
+    config = config or TuningConfig()
+    R, dev = G.img_resolution, G.device
+    assert ws.shape == (G.num_ws, G.cfg.w_dim), f"expected a pivot [{G.num_ws}, {G.cfg.w_dim}], got {tuple(ws.shape)}"
+    assert target.shape == (3, R, R), f"expected a target [3, {R}, {R}], got {tuple(target.shape)}"
+    gen = torch.Generator().manual_seed(config.seed)
+    original = copy.deepcopy(G).eval().requires_grad_(False)
+    tuned = copy.deepcopy(G).eval().requires_grad_(False)
+    params = tuned_parameters(tuned, config.parts)
+    for p in params.values():
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params.values(), lr=config.lr, betas=(0.9, 0.999))
+    pivot, bg = ws.detach().to(dev, torch.float32)[None], bg_code.detach().to(dev, torch.float32)[None]
+    target = target.detach().to(dev, torch.float32)[None]
+    with torch.no_grad():
+        target_features = lpips.features(lpips_input(target))
+        views = list(G.camera_prior.sample(config.views, gen))
+        view_images = _render(original, pivot, views, bg)
+    for step in range(config.steps):
+        opt.zero_grad(set_to_none=True)
+        img = _render(tuned, pivot, [camera], bg)
+        terms = {"lpips": lpips.distance(lpips_input(img), target_features).mean(),
+                 "mse": (img - target).square().mean()}
+        total = config.lpips_weight * terms["lpips"] + config.mse_weight * terms["mse"]
+        if step % 2 == 0 and config.locality_weight:
+            with torch.no_grad():
+                w_random = G.mapping(G.sample_z(1, gen).to(dev))
+                nearby = pivot + config.locality_step * (w_random - pivot)
+                kept = _render(original, nearby, [camera], bg)
+            got = _render(tuned, nearby, [camera], bg)
+            terms["locality"] = lpips(got, kept).mean() + (got - kept).square().mean()
+            total = total + config.locality_weight * terms["locality"]
+        if step % 2 == 1 and config.multiview_weight:
+            k = (step // 2) % len(views)
+            got = _render(tuned, pivot, [views[k]], bg)
+            terms["multiview"] = lpips(got, view_images[k:k + 1]).mean() + (got - view_images[k:k + 1]).square().mean()
+            total = total + config.multiview_weight * terms["multiview"]
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"the tuning loss became non-finite at step {step}; lower --pti-lr")
+        total.backward()
+        opt.step()
+        if callback is not None:
+            callback(step, {k: float(v.detach()) for k, v in terms.items()})
+    base = dict(G.named_parameters())
+    deltas = {name: (p.detach() - base[name].detach()).cpu() for name, p in params.items()}
+    return Tuning(deltas=deltas, base_sha256=base_sha256, config=asdict(config))
+
+
+def apply_tuning(G: Generator, tuning: Tuning, base_sha256: str) -> Generator:
+    """A copy of ``G`` with ``tuning`` added; refused (one line) when ``G``'s weights are not the tuning's base."""
+    if tuning.base_sha256 != base_sha256:
+        raise TuningError(f"the tuning was made for weights {tuning.base_sha256[:12]}…, not these "
+                          f"({base_sha256[:12]}…); use the generator the photo was inverted with")
+    tuned = copy.deepcopy(G)
+    state = tuned.state_dict()
+    with torch.no_grad():
+        for name, delta in tuning.deltas.items():
+            if name not in state or state[name].shape != delta.shape:
+                raise TuningError(f"the tuning changes {name} {list(delta.shape)}, which this generator does not "
+                                  "have with that shape; use the generator the photo was inverted with")
+            state[name].add_(delta.to(state[name].device, state[name].dtype))
+    return tuned
+
+
+def save_tuning(tuning: Tuning, path: str | Path) -> Path:
+    """Write ``tuning`` as safetensors (float16 differences), atomically."""
+    path = Path(path)
+    meta = {"format": TUNING_FORMAT, "format_version": "1", "base_weights_sha256": tuning.base_sha256,
+            "config": json.dumps(tuning.config), "metrics": json.dumps(tuning.metrics)}
+    with atomic_path(path) as tmp:
+        save_file({k: v.to(torch.float16).contiguous() for k, v in tuning.deltas.items()}, str(tmp), metadata=meta)
+    return path
+
+
+def load_tuning(path: str | Path) -> Tuning:
+    """Read a tuning file written by :func:`save_tuning`; one-line :class:`TuningError` for a bad file."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise TuningError(f"{path}: no such tuning file; make one with `stylenerf-edit invert --pti`")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != TUNING_FORMAT or meta.get("format_version") != "1":
+            raise ValueError("not a stylenerf-edit tuning file")
+        deltas = {k: v.float() for k, v in load_file(str(path)).items()}
+        config, metrics = json.loads(meta.get("config", "{}")), json.loads(meta.get("metrics", "{}"))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        raise TuningError(f"{path}: unreadable tuning file ({type(e).__name__}: {str(e)[:80]}); re-run "
+                          "`stylenerf-edit invert --pti`") from None
+    if not all(torch.isfinite(v).all() for v in deltas.values()):
+        raise TuningError(f"{path}: the tuning holds NaN or infinite values; re-run `stylenerf-edit invert --pti`")
+    return Tuning(deltas=deltas, base_sha256=meta.get("base_weights_sha256", ""), config=config, metrics=metrics)

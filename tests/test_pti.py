@@ -1,0 +1,79 @@
+"""Pivotal tuning: a tuned copy that fits the photo better, changes only the chosen parts, and a delta file tied to
+its base weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from stylenerf_edit.generator.camera import Camera, stack_cameras
+from stylenerf_edit.generator.checkpoint import load_with_info
+from stylenerf_edit.invert.lpips import LPIPS
+from stylenerf_edit.invert.pti import (TuningConfig, TuningError, apply_tuning, load_tuning, save_tuning, tune,
+                                       tuned_parameters)
+from stylenerf_edit.metrics import psnr
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.set_num_threads(1)
+    G, info = load_with_info("bundled:heads")
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        truth = G.mapping(G.sample_z(1, gen))[0]
+        bg = G.sample_bg_code(1, gen)[0]
+        camera = Camera(yaw=12.0, pitch=3.0)
+        world, intr = stack_cameras([camera])
+        target = G.synthesis(truth[None], world, intr, bg[None]).img[0]
+    pivot = G.mapping.w_avg.expand(G.num_ws, -1).clone()    # a poor pivot: the tuning has much to fit
+    return G, info, pivot, camera, bg, target, LPIPS("vgg")
+
+
+def _input_psnr(G, pivot, camera, bg, target) -> float:
+    world, intr = stack_cameras([camera])
+    with torch.no_grad():
+        return float(psnr(G.synthesis(pivot[None], world, intr, bg[None]).img, target[None]))
+
+
+def test_tuning_fits_the_photo_and_changes_only_its_parts(setup, tmp_path):
+    G, info, pivot, camera, bg, target, lpips = setup
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    tuning = tune(G, pivot, camera, bg, target, lpips, info.weights_sha256,
+                  TuningConfig(steps=8, lr=1e-2, parts="upsampler", views=2))
+    assert all(torch.equal(v, before[k]) for k, v in G.state_dict().items())      # G itself untouched
+    assert set(tuning.deltas) == set(tuned_parameters(G, "upsampler"))
+    assert all(name.startswith("synthesis.b") for name in tuning.deltas)
+    tuned = apply_tuning(G, tuning, info.weights_sha256)
+    gain = _input_psnr(tuned, pivot, camera, bg, target) - _input_psnr(G, pivot, camera, bg, target)
+    assert gain > 0.5
+    path = save_tuning(tuning, tmp_path / "tuning.safetensors")
+    again = load_tuning(path)
+    assert again.base_sha256 == info.weights_sha256 and again.config["parts"] == "upsampler"
+    for name, delta in tuning.deltas.items():   # float16 on disk
+        assert torch.allclose(again.deltas[name], delta, atol=1e-3 * float(delta.abs().max()) + 1e-6)
+    assert _input_psnr(apply_tuning(G, again, info.weights_sha256), pivot, camera, bg, target) == \
+        pytest.approx(_input_psnr(tuned, pivot, camera, bg, target), abs=0.05)
+
+
+def test_tuning_files_are_checked(setup, tmp_path):
+    G, info, *_ = setup
+    with pytest.raises(TuningError, match="no such tuning file"):
+        load_tuning(tmp_path / "none.safetensors")
+    save_file({"synthesis.b64.torgb.bias": torch.zeros(3)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(TuningError, match="not a stylenerf-edit tuning file"):
+        load_tuning(tmp_path / "other.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(TuningError, match="unreadable tuning file"):
+        load_tuning(tmp_path / "junk.safetensors")
+    from stylenerf_edit.invert.pti import Tuning
+    tuning = Tuning({"synthesis.b64.torgb.bias": torch.full((3,), float("nan"))}, info.weights_sha256)
+    with pytest.raises(TuningError, match="NaN"):
+        load_tuning(save_tuning(tuning, tmp_path / "nan.safetensors"))
+    with pytest.raises(TuningError, match="made for weights"):
+        apply_tuning(G, Tuning({}, "0" * 64), info.weights_sha256)
+    with pytest.raises(TuningError, match="does not have"):
+        apply_tuning(G, Tuning({"synthesis.b64.torgb.bias": torch.zeros(5)}, info.weights_sha256), info.weights_sha256)
+    for bad in ({"parts": "mapping"}, {"steps": 0}, {"lr": -1.0}):
+        with pytest.raises(ValueError):
+            TuningConfig(**bad)
