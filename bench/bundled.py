@@ -3,9 +3,12 @@
 On N held-out (head, background, camera) triples — latents from a seed the training never used, cameras
 from the StyleNeRF pose prior restricted to |yaw| <= 30 deg — renders G(z, camera, bg_code) and the exact
 procedural target at the model's resolution and reports mean PSNR, SSIM and LPIPS (VGG), overall and per
-yaw bin. Also reproduces the attribute predictor's held-out figures.
+yaw bin; for world 2 and later also PSNR over each part of the head (eyes, mouth, glasses, ...), pooled over
+the part's pixels. Then the attribute predictor (``--predictor``, default the bundled one) reads the same
+triples from the world's renders and from the model's: how much of each attribute the model's output still
+shows. Last, the model's render speed at batch 1 and the predictor's own held-out figures.
 
-    python bench/bundled.py [--n 256] [--seed 2026] [--network bundled:heads]
+    python bench/bundled.py [--n 256] [--seed 2026] [--network bundled:heads] [--world 2] [--predictor DIR]
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from stylenerf_edit.generator import load_with_info
 from stylenerf_edit.generator.camera import CameraPrior, stack_cameras
 from stylenerf_edit.metrics import psnr, ssim
 from stylenerf_edit.synthetic.params import background_from_code, head_params_from_z
-from stylenerf_edit.synthetic.renderer import render_heads
+from stylenerf_edit.synthetic.distill import log_values, part_errors
+from stylenerf_edit.synthetic.renderer import PARTS, render_heads
 
 
 def held_out_cameras(n: int, gen: torch.Generator, max_yaw: float = 30.0) -> list:
@@ -47,6 +51,38 @@ def renderer_speed(resolution: int = 64, batch: int = 64, repeats: int = 5) -> f
     return batch / statistics.median(times)
 
 
+def attribute_readout(predictor: str | None, z: torch.Tensor, cams: list, fakes: torch.Tensor,
+                      reals: torch.Tensor) -> None:
+    """The predictor on the world's renders and on the model's renders of the same held-out triples."""
+    from stylenerf_edit.synthetic.predictor import ANGLE_SCALE, AttributePredictor, evaluate
+
+    model = AttributePredictor.from_pretrained(predictor)
+    p = head_params_from_z(z)
+    angles = torch.tensor([[c.yaw, c.pitch] for c in cams]) / ANGLE_SCALE
+    targets = torch.cat([torch.stack([p.smile, p.age, p.glasses, p.hair_color], 1), angles], 1)
+    print("\n| predictor on | glasses accuracy | smile MAE | age MAE | hair colour MAE | yaw MAE (deg) |\n"
+          "|---|---|---|---|---|---|")
+    for name, images in (("world renders", reals), ("model renders", fakes)):
+        if images.shape[-1] != model.input_resolution:
+            images = torch.nn.functional.interpolate(images, size=model.input_resolution, mode="area")
+        e = evaluate(model, images, targets)
+        print(f"| {name} | {e.glasses_accuracy:.3f} | {e.smile_mae:.3f} | {e.age_mae:.3f} | {e.hair_color_mae:.3f} | "
+              f"{e.yaw_mae_deg:.2f} |")
+
+
+def model_speed(G, repeats: int = 10) -> float:
+    """Images per second at batch 1 through mapping and synthesis, median of ``repeats`` after a warm-up."""
+    gen = torch.Generator().manual_seed(1)
+    times = []
+    with torch.no_grad():
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            G(G.sample_z(1, gen), [CameraPrior().frontal()], G.sample_bg_code(1, gen))
+            if i:
+                times.append(time.perf_counter() - start)
+    return 1 / statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=256)
@@ -54,9 +90,14 @@ def main() -> None:
     parser.add_argument("--network", default="bundled:heads")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--world", type=int, default=None,
+                        help="procedural world of the targets (default: the one the model's last stage learnt)")
+    parser.add_argument("--predictor", default=None, help="attribute predictor directory (default: bundled)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     G, info = load_with_info(args.network)
+    stages = info.extra.get("source", {}).get("stages") or [{}]
+    world = args.world or stages[-1].get("world", 1)
     gen = torch.Generator().manual_seed(args.seed)
     z = torch.randn(args.n, G.cfg.z_dim, generator=gen)
     code = G.sample_bg_code(args.n, gen)
@@ -68,14 +109,20 @@ def main() -> None:
     except Exception as e:  # reported, not fatal: PSNR and SSIM need nothing extra
         print(f"# LPIPS unavailable: {e}")
         lpips = None
-    rows = []
+    rows, part_sums, fakes, reals = [], {}, [], []
     with torch.no_grad():
         for i in range(0, args.n, args.batch):
             sl = slice(i, i + args.batch)
-            world, intr = stack_cameras(cams[sl])
-            fake = G.synthesize(G.mapping(z[sl]), (world, intr), code[sl]).img
-            real = render_heads(head_params_from_z(z[sl]), world, intr, G.img_resolution,
-                                background_from_code(code[sl])).image
+            world_mat, intr = stack_cameras(cams[sl])
+            fake = G.synthesize(G.mapping(z[sl]), (world_mat, intr), code[sl]).img
+            target = render_heads(head_params_from_z(z[sl]), world_mat, intr, G.img_resolution,
+                                  background_from_code(code[sl]), world=world, parts=world > 1)
+            real = target.image
+            fakes.append(fake.clamp(-1, 1))
+            reals.append(real)
+            if target.parts is not None:
+                for k, v in part_errors(fake, real, target.parts).items():
+                    part_sums[k] = part_sums.get(k, 0.0) + float(v)
             lp = lpips(fake, real) if lpips is not None else torch.full((len(fake),), float("nan"))
             for j, (p, s, l) in enumerate(zip(psnr(fake, real), ssim(fake, real), lp)):
                 rows.append({"yaw": cams[i + j].yaw, "psnr": float(p), "ssim": float(s), "lpips": float(l)})
@@ -84,8 +131,9 @@ def main() -> None:
         m = {k: sum(r[k] for r in sel) / len(sel) for k in ("psnr", "ssim", "lpips")}
         return f"{len(sel)} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['lpips']:.4f}"
 
-    print(f"# {info.name} ({info.config.img_resolution} px, weights {info.weights_sha256[:12]}), held-out seed "
-          f"{args.seed}, torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}")
+    print(f"# {info.name} ({info.config.img_resolution} px, weights {info.weights_sha256[:12]}) against world "
+          f"{world}, held-out seed {args.seed}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.machine()}")
     print("| yaw range | pairs | PSNR (dB) | SSIM | LPIPS (VGG) |")
     print("|---|---|---|---|---|")
     print(f"| all, \\|yaw\\| <= 30 | {summary(rows)} |")
@@ -93,13 +141,21 @@ def main() -> None:
         sel = [r for r in rows if lo <= abs(r["yaw"]) < hi or (hi == 30 and abs(r["yaw"]) == 30)]
         if sel:
             print(f"| {lo}-{hi} deg | {summary(sel)} |")
-    print(f"\n# procedural renderer: {renderer_speed():.0f} images/s at 64 px (batch 64, 2x2 anti-aliasing, "
+    if part_sums:
+        parts = log_values(part_sums, 1)
+        print("\n| part | PSNR (dB), pooled over the part's pixels |\n|---|---|")
+        for name in PARTS[1:]:
+            print(f"| {name} | {parts[f'psnr_{name}']:.2f} |")
+    attribute_readout(args.predictor, z, cams, torch.cat(fakes), torch.cat(reals))
+    print(f"\n# model: {model_speed(G):.1f} images/s at batch 1 ({G.img_resolution} px, {torch.get_num_threads()} "
+          f"threads, median of 10)")
+    print(f"# procedural renderer: {renderer_speed():.0f} images/s at 64 px (batch 64, 2x2 anti-aliasing, "
           f"median of 5)")
     try:
         from stylenerf_edit.synthetic.predictor import AttributePredictor, evaluate, make_set
 
-        model = AttributePredictor.from_pretrained()
-        images, targets = make_set(2000, args.seed + 1)
+        model = AttributePredictor.from_pretrained(args.predictor)
+        images, targets = make_set(2000, args.seed + 1, resolution=model.input_resolution, world=world)
         print("\n# attribute predictor, 2000 fresh held-out renders:")
         print(json.dumps(evaluate(model, images, targets).__dict__, indent=1))
     except Exception as e:
