@@ -371,7 +371,7 @@ def test_cli_invert_bad_requests(tmp_path):
     result = _run("invert", str(tiny), "--steps", "1", "--out", str(tmp_path / "o"))
     assert result.exit_code == 1 and "tiny.png: no face found" in result.output
     result = _run("invert", str(tiny), "--aligned", "--pose", "landmarks", "--steps", "1", "--out", str(tmp_path))
-    assert result.exit_code == 1 and "--pose landmarks needs a detected face" in result.output
+    assert result.exit_code == 1 and "--pose landmarks found no face in the aligned crop" in result.output
     assert len(result.output.strip().splitlines()) == 1
     result = _run("invert", str(tiny), "--camera", "ten")
     assert result.exit_code == 2 and "YAW,PITCH" in result.output
