@@ -14,6 +14,7 @@ import click
 from stylenerf_edit import __version__
 from stylenerf_edit.errors import StyleNerfEditError
 from stylenerf_edit.invert.optimize import InversionConfig
+from stylenerf_edit.invert.pti import PARTS as PTI_PARTS, TuningConfig
 from stylenerf_edit.invert.pipeline import POSE_METHODS
 
 
@@ -203,13 +204,24 @@ def _parse_camera(_ctx: click.Context, _param: click.Parameter, value: str | Non
               "256-px step about a third faster.")
 @click.option("--save-video", is_flag=True, help="Also write optimisation.mp4 (target | reconstruction).")
 @click.option("--paste-back", is_flag=True, help="Also write pasted.png: the reconstruction in the original photo.")
+@click.option("--pti", is_flag=True, help="Then tune the generator around each latent (pivotal tuning): "
+              "tuning.safetensors beside latent.npz, which edit applies.")
+@click.option("--pti-steps", type=click.IntRange(1), default=TuningConfig.steps, show_default=True)
+@click.option("--pti-lr", type=float, default=TuningConfig.lr, show_default=True)
+@click.option("--pti-parts", type=click.Choice(PTI_PARTS), default=TuningConfig.parts, show_default=True,
+              help="Which parameters the tuning changes.")
+@click.option("--pti-locality-weight", type=float, default=TuningConfig.locality_weight, show_default=True,
+              help="Keep the renders of random latents near the pivot (PTI's regulariser; 0: off).")
+@click.option("--pti-multiview-weight", type=float, default=TuningConfig.multiview_weight, show_default=True,
+              help="Keep the pivot's renders at other cameras (0: off, naive PTI).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
 @_friendly_errors
 def invert(photos: tuple[Path, ...], network: str, out_dir: Path, steps: int, aligned: bool, face_index: int,
            landmarks: str, pose: str, camera: tuple[float, float] | None, fix_camera: bool, w_lr: float,
            camera_lr: float, lpips_weight: float, mse_weight: float, w_avg_weight: float, spread_weight: float,
            frontal_frozen_nerf: bool, batch_size: int, photos_per_pass: int, lpips_resolution: int, save_video: bool,
-           paste_back: bool, device: str) -> None:
+           paste_back: bool, pti: bool, pti_steps: int, pti_lr: float, pti_parts: str, pti_locality_weight: float,
+           pti_multiview_weight: float, device: str) -> None:
     """Invert PHOTOS into the generator: aligned.png, reconstruction.png, latent.npz, metrics.json per photo."""
     from stylenerf_edit.invert.pipeline import InvertOptions, invert_photos
 
@@ -225,8 +237,14 @@ def invert(photos: tuple[Path, ...], network: str, out_dir: Path, steps: int, al
                                      lpips_resolution=lpips_resolution)
         except ValueError as e:
             raise click.BadParameter(str(e)) from None
+    try:
+        tuning = TuningConfig(steps=pti_steps, lr=pti_lr, parts=pti_parts, locality_weight=pti_locality_weight,
+                              multiview_weight=pti_multiview_weight) if pti else None
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
     options = InvertOptions(config=config, aligned=aligned, face_index=face_index, landmarks=landmarks, pose=pose,
-                            camera=camera, batch_size=batch_size, save_video=save_video, paste_back=paste_back)
+                            camera=camera, batch_size=batch_size, save_video=save_video, paste_back=paste_back,
+                            pti=tuning)
     outcomes = invert_photos(photos, out_dir, network, options, device=device)
     failed = 0
     for o in outcomes:
@@ -235,8 +253,10 @@ def invert(photos: tuple[Path, ...], network: str, out_dir: Path, steps: int, al
             click.echo(f"error: {o.error}", err=True)
         else:
             c = o.camera
+            tuned = (f"  tuned: PSNR {o.metrics['pti_psnr']:.2f} dB  LPIPS {o.metrics['pti_lpips']:.3f}"
+                     if "pti_psnr" in o.metrics else "")
             click.echo(f"{o.photo} -> {o.out_dir}  yaw {c.yaw:+.1f} pitch {c.pitch:+.1f}  "
-                       f"PSNR {o.metrics['psnr']:.2f} dB  LPIPS {o.metrics['lpips']:.3f}")
+                       f"PSNR {o.metrics['psnr']:.2f} dB  LPIPS {o.metrics['lpips']:.3f}{tuned}")
     if failed:
         rest = "nothing was written" if failed == len(outcomes) else f"the others were written to {out_dir}"
         click.echo(f"{failed} of {len(outcomes)} photos failed; {rest}", err=True)

@@ -77,3 +77,44 @@ def test_tuning_files_are_checked(setup, tmp_path):
     for bad in ({"parts": "mapping"}, {"steps": 0}, {"lr": -1.0}):
         with pytest.raises(ValueError):
             TuningConfig(**bad)
+
+
+def test_invert_with_pti_then_edit_uses_the_tuning(tmp_path):
+    import json
+
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from stylenerf_edit.cli import main
+    from stylenerf_edit.synthetic.dataset import demo_photos
+
+    photo = demo_photos()[1]
+    result = CliRunner().invoke(main, ["invert", str(photo), "--aligned", "--steps", "20", "--pti", "--pti-steps", "8",
+                                       "--pti-lr", "1e-2", "--out", str(tmp_path / "inv")])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "inv" / photo.stem
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["pti_psnr"] > metrics["psnr"] and metrics["pti_config"]["steps"] == 8
+    assert "tuned: PSNR" in result.output and (folder / "reconstruction_pti.png").is_file()
+    edited = {}
+    for name, keep in (("with", True), ("without", False)):
+        if not keep:
+            (folder / "tuning.safetensors").rename(tmp_path / "aside.safetensors")
+        result = CliRunner().invoke(main, ["edit", str(folder / "latent.npz"), "--edit", "smile=0", "--views", "0",
+                                           "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        edited[name] = np.asarray(Image.open(tmp_path / name / "edited.png"), dtype=np.float64)
+    tuned_fit = np.asarray(Image.open(folder / "reconstruction_pti.png"), dtype=np.float64)
+    assert np.abs(edited["with"] - tuned_fit).mean() < 0.5 < np.abs(edited["without"] - tuned_fit).mean()
+    other = tmp_path / "other"      # a tuning beside another latent is refused
+    other.mkdir()
+    (tmp_path / "aside.safetensors").rename(other / "tuning.safetensors")
+    from dataclasses import replace
+
+    from stylenerf_edit.invert.latent import load_latent, save_latent
+    latent = load_latent(folder / "latent.npz")
+    save_latent(replace(latent, ws=latent.ws + 0.1), other / "latent.npz")
+    result = CliRunner().invoke(main, ["edit", str(other / "latent.npz"), "--edit", "smile=1", "--out",
+                                       str(tmp_path / "x")])
+    assert result.exit_code == 1 and "tuned around another latent" in result.output

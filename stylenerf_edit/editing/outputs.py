@@ -29,6 +29,7 @@ from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import load_with_info, resolve_device
 from stylenerf_edit.generator.network import Generator
 from stylenerf_edit.invert.latent import Latent, load_latent, save_latent
+from stylenerf_edit.invert.pti import tuned_for_latent
 from stylenerf_edit.names import safe_output_names
 
 from .edit import Edit, EditCheck, check_edits, clamp_edits, edit_latent, parse_edit, row_group
@@ -128,6 +129,7 @@ def edit_latent_file(latent_path: str | Path, edits: Sequence[str], out_dir: str
 
     G, info = load_with_info(network, device=resolve_device(device))
     original = load_latent(latent_path, generator=info)
+    G = tuned_for_latent(G, latent_path, original.ws, info.weights_sha256)   # pivotal tuning, when inverted with it
     chosen = None if rows is None else tuple(row_group(G.cfg, rows))
     parsed = [parse_edit(e) for e in edits]
     applied = [Edit(resolve_direction(name, network, info, directions), strength, chosen) for name, strength in parsed]

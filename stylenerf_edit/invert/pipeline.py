@@ -2,8 +2,9 @@
 
 Per photo, ``OUT/<name>/`` (see :func:`output_dirs`) receives ``aligned.png`` (the generator-resolution target),
 ``reconstruction.png``, ``latent.npz`` (see ``invert.latent``), ``metrics.json`` and, on request,
-``optimisation.mp4`` (target | reconstruction over the steps) and ``pasted.png`` (the reconstruction warped
-back into the original photo). A photo that cannot be processed (unreadable, no face) is reported and skipped;
+``optimisation.mp4`` (target | reconstruction over the steps), ``pasted.png`` (the reconstruction warped
+back into the original photo) and, with pivotal tuning (``pti``), ``tuning.safetensors`` (see ``invert.pti``)
+and ``reconstruction_pti.png``. A photo that cannot be processed (unreadable, no face) is reported and skipped;
 the others still run.
 
 Initial camera (``pose``):
@@ -37,18 +38,20 @@ import torch.nn.functional as F
 from stylenerf_edit.images import save_png, to_uint8, write_mp4
 from stylenerf_edit.errors import StyleNerfEditError
 from stylenerf_edit.files import write_text
-from stylenerf_edit.generator.camera import Camera
+from stylenerf_edit.generator.camera import Camera, stack_cameras
 from stylenerf_edit.generator.checkpoint import (GeneratorInfo, load_with_info, model_directory, resolve_device,
                                                  resolve_network)
 from stylenerf_edit.generator.network import Generator
+from stylenerf_edit.metrics import psnr
 from stylenerf_edit.names import photo_output_names
 
 from .align import AlignedFace, align_photo, aligned_input, paste_back
 from .latent import GeneratorRef, Latent, save_latent
 from .lpips import LPIPS
-from .optimize import InversionConfig, InversionResult, invert
+from .optimize import InversionConfig, InversionResult, invert, lpips_input
 from .photo import load_photo
 from .pose import PoseCalibration, PoseError, pose_from_landmarks, search_pose
+from .pti import TUNING_NAME, TuningConfig, apply_tuning, save_tuning, tune
 
 POSE_METHODS = ("auto", "landmarks", "predictor", "search")
 CALIBRATION_NAME = "pose_calibration.json"
@@ -170,6 +173,7 @@ class InvertOptions:
     video_frames: int = 60           # frames of the optimisation video
     paste_back: bool = False
     lpips_net: str = "vgg"
+    pti: TuningConfig | None = None  # also tune the generator around each latent (tuning.safetensors)
 
 
 @dataclass
@@ -249,6 +253,28 @@ def write_photo_outputs(result: InversionResult, prepared: PreparedPhoto, out: P
     return result.metrics
 
 
+def tune_photo(G: Generator, info: GeneratorInfo, result: InversionResult, prepared: PreparedPhoto, out: Path,
+               lpips: LPIPS, config: TuningConfig) -> dict[str, float]:
+    """Pivotal tuning around one inverted latent: writes ``tuning.safetensors`` and ``reconstruction_pti.png``,
+    adds the tuned fit (``pti_psnr``, ``pti_lpips``, ``pti_seconds``) to ``metrics.json`` and returns it."""
+    t0 = time.time()
+    tuning = tune(G, result.ws, result.camera, result.bg_code, prepared.target, lpips, info.weights_sha256, config)
+    tuned = apply_tuning(G, tuning, info.weights_sha256)
+    world, intr = stack_cameras([result.camera], device=G.device)
+    target = prepared.target[None].to(G.device)
+    with torch.no_grad():
+        image = tuned.synthesis(result.ws[None].to(G.device), world, intr, result.bg_code[None].to(G.device)).img
+        scores = {"pti_psnr": float(psnr(image, target)[0]),
+                  "pti_lpips": float(lpips(lpips_input(image), lpips_input(target))[0]),
+                  "pti_seconds": round(time.time() - t0, 2)}
+    tuning.metrics = scores
+    save_tuning(tuning, out / TUNING_NAME, pivot=result.ws)
+    save_png(to_uint8(image.cpu())[0], out / "reconstruction_pti.png")
+    report = json.loads((out / "metrics.json").read_text())
+    write_text(out / "metrics.json", json.dumps({**report, **scores, "pti_config": tuning.config}, indent=2) + "\n")
+    return scores
+
+
 def invert_photos(photos: Sequence[str | Path], out_dir: str | Path, network: str | Path = "bundled:heads",
                   options: InvertOptions | None = None, device: str | None = None,
                   progress: bool = True) -> list[PhotoOutcome]:
@@ -300,6 +326,8 @@ def invert_photos(photos: Sequence[str | Path], out_dir: str | Path, network: st
             outcomes[i].metrics = write_photo_outputs(result, p, outcomes[i].out_dir, info, initial[k], options, seconds,
                                                frames)
             outcomes[i].camera = result.camera
+            if options.pti is not None:
+                outcomes[i].metrics.update(tune_photo(G, info, result, p, outcomes[i].out_dir, lpips, options.pti))
     bar.close()
     return outcomes
 

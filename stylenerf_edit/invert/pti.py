@@ -19,12 +19,14 @@ within float16 rounding of the differences, far below the tuning's own effect).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -79,6 +81,12 @@ class Tuning:
     base_sha256: str                    # ``weights_sha256`` of the base weights
     config: dict = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    pivot_sha256: str = ""              # of the latent it was tuned around (:func:`pivot_sha256`)
+
+
+def pivot_sha256(ws: torch.Tensor | np.ndarray) -> str:
+    """Hash of a latent's W+ rows as float32: ties a tuning file to the latent beside it."""
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(ws, dtype=np.float32)).tobytes()).hexdigest()
 
 
 def tuned_parameters(G: Generator, parts: str) -> dict[str, torch.nn.Parameter]:
@@ -168,11 +176,14 @@ def apply_tuning(G: Generator, tuning: Tuning, base_sha256: str) -> Generator:
     return tuned
 
 
-def save_tuning(tuning: Tuning, path: str | Path) -> Path:
-    """Write ``tuning`` as safetensors (float16 differences), atomically."""
+def save_tuning(tuning: Tuning, path: str | Path, pivot: torch.Tensor | np.ndarray | None = None) -> Path:
+    """Write ``tuning`` as safetensors (float16 differences), atomically; ``pivot`` (the latent's ws) ties it to
+    its latent."""
     path = Path(path)
+    pivot_hash = pivot_sha256(pivot.detach().cpu() if isinstance(pivot, torch.Tensor) else pivot) \
+        if pivot is not None else tuning.pivot_sha256
     meta = {"format": TUNING_FORMAT, "format_version": "1", "base_weights_sha256": tuning.base_sha256,
-            "config": json.dumps(tuning.config), "metrics": json.dumps(tuning.metrics)}
+            "pivot_sha256": pivot_hash, "config": json.dumps(tuning.config), "metrics": json.dumps(tuning.metrics)}
     with atomic_path(path) as tmp:
         save_file({k: v.to(torch.float16).contiguous() for k, v in tuning.deltas.items()}, str(tmp), metadata=meta)
     return path
@@ -197,4 +208,17 @@ def load_tuning(path: str | Path) -> Tuning:
                           "`stylenerf-edit invert --pti`") from None
     if not all(torch.isfinite(v).all() for v in deltas.values()):
         raise TuningError(f"{path}: the tuning holds NaN or infinite values; re-run `stylenerf-edit invert --pti`")
-    return Tuning(deltas=deltas, base_sha256=meta.get("base_weights_sha256", ""), config=config, metrics=metrics)
+    return Tuning(deltas=deltas, base_sha256=meta.get("base_weights_sha256", ""), config=config, metrics=metrics,
+                  pivot_sha256=meta.get("pivot_sha256", ""))
+
+
+def tuned_for_latent(G: Generator, latent_path: str | Path, latent_ws: np.ndarray, base_sha256: str) -> Generator:
+    """``G`` with the tuning saved beside ``latent_path`` (``tuning.safetensors``) applied, or ``G`` itself when
+    there is none. A tuning made around another latent is refused in one line."""
+    path = Path(latent_path).parent / TUNING_NAME
+    if not path.is_file():
+        return G
+    tuning = load_tuning(path)
+    if tuning.pivot_sha256 and tuning.pivot_sha256 != pivot_sha256(latent_ws):
+        raise TuningError(f"{path}: tuned around another latent than {latent_path}; move one of them away")
+    return apply_tuning(G, tuning, base_sha256)
