@@ -93,7 +93,6 @@ class OfficialFeatureLoss(torch.nn.Module):
         bounds = (0,) + OFFICIAL_VGG_CUTS
         self.slices = torch.nn.ModuleList(torch.nn.Sequential(*(layers[i] for i in range(a, b)))
                                           for a, b in zip(bounds, bounds[1:]))
-        self._targets: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}   # id -> (target, its features)
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         x = F.interpolate((images + 1) / 2, size=(OFFICIAL_VGG_RESOLUTION,) * 2, mode="area")
@@ -103,14 +102,12 @@ class OfficialFeatureLoss(torch.nn.Module):
             out.append(x)
         return out
 
+    def distance(self, x: torch.Tensor, y_features: list[torch.Tensor]) -> torch.Tensor:
+        """Per image [B]; the optimiser computes each photo's features once (``features``), as officially."""
+        return sum((a - b).square().mean(dim=(1, 2, 3)) for a, b in zip(self.features(x), y_features))
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # The optimiser passes each photo's same target tensor every step: its features are computed once, as
-        # officially (the tensor is kept, so its id cannot be reused).
-        if id(y) not in self._targets:
-            with torch.no_grad():
-                self._targets[id(y)] = (y, self.features(y))
-        target = self._targets[id(y)][1]
-        return sum((a - b).square().mean(dim=(1, 2, 3)) for a, b in zip(self.features(x), target))
+        return self.distance(x, self.features(y))
 
 
 @dataclass(frozen=True)
