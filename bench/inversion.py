@@ -30,7 +30,10 @@ Arms (all but the last use this project's optimiser, loss and schedule, ``--step
   sum over VGG16 relu1_1, relu1_2, relu3_2 and relu4_2 of the feature MSE (ImageNet weights, [0, 1] inputs
   without normalisation, area-resized to 256 px), both weights 1; its camera (the "pigan" trajectory at
   t = 0: yaw 0, polar pi/2 + 0.2, i.e. pitch -11.5 degrees) and a random background code (0.65 N(0, 1),
-  torch seed 303) kept fixed, since in its eval mode no gradient reaches the NeRF rows or the background.
+  torch seed 303) kept fixed, since in its eval mode no gradient reaches the NeRF rows or the background;
+* ``ours+pti``: ``ours``, then pivotal tuning around each latent (``invert.pti``, default settings); every
+  figure is the tuned generator's, and the time includes the tuning;
+* ``ours+pti-naive``: the same without the multi-view regulariser (what it buys for the other views).
 
     python bench/inversion.py [--n 20] [--steps 300] [--official-steps 1000] [--methods ours,frontal-frozen-nerf]
         [--json out.json]
@@ -58,13 +61,14 @@ from stylenerf_edit.generator.network import Generator
 from stylenerf_edit.invert.lpips import LPIPS
 from stylenerf_edit.invert.optimize import InversionConfig, invert, lpips_input
 from stylenerf_edit.invert.pipeline import estimate_cameras, prepare_photo
+from stylenerf_edit.invert.pti import TuningConfig, apply_tuning, tune
 from stylenerf_edit.metrics import psnr
 from stylenerf_edit.synthetic.dataset import synthesize
 from stylenerf_edit.synthetic.params import HeadParams
 from stylenerf_edit.synthetic.renderer import render_heads
 
 METHODS = ("ours", "ours-fixed-camera", "ours-search", "ours-search-fixed-camera", "true-camera",
-           "predictor-frozen-nerf", "frontal-frozen-nerf", "official-settings")
+           "predictor-frozen-nerf", "frontal-frozen-nerf", "official-settings", "ours+pti", "ours+pti-naive")
 NOVEL_YAWS = (-25.0, 25.0)
 
 # apps/inversion.py (facebookresearch/StyleNeRF, commit 7f5610a)
@@ -117,6 +121,7 @@ class Arm:
     config: InversionConfig
     camera: str                  # predictor | search | truth | frontal | official
     official_start: bool = False  # official W+ start, background code and feature loss
+    pti: TuningConfig | None = None   # pivotal tuning after the inversion (figures of the tuned generator)
 
 
 def official_settings(steps: int) -> InversionConfig:
@@ -135,7 +140,9 @@ def arm(method: str, steps: int, official_steps: int) -> Arm:
             "true-camera": Arm(replace(ours, refine_camera=False), "truth"),
             "predictor-frozen-nerf": Arm(InversionConfig.frozen_nerf(steps), "predictor"),
             "frontal-frozen-nerf": Arm(InversionConfig.frozen_nerf(steps), "frontal"),
-            "official-settings": Arm(official_settings(official_steps), "official", official_start=True)}[method]
+            "official-settings": Arm(official_settings(official_steps), "official", official_start=True),
+            "ours+pti": Arm(ours, "predictor", pti=TuningConfig()),
+            "ours+pti-naive": Arm(ours, "predictor", pti=TuningConfig(multiview_weight=0.0))}[method]
 
 
 def official_start(G: Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,19 +186,27 @@ def run_method(G: Generator, network: str, lpips: LPIPS, photos: list, truth: li
         targets = torch.stack([p.target for p in chunk])
         t0 = time.perf_counter()
         results = invert(G, targets, cams0, loss, setup.config, init_ws=init_ws, init_bg_code=init_bg)
+        # Each photo is rendered by its own generator: the base one, or the base one tuned around its latent.
+        models = [G] * len(results)
+        if setup.pti is not None:
+            models = [apply_tuning(G, tune(G, r.ws, r.camera, r.bg_code, p.target, lpips, "base", setup.pti), "base")
+                      for r, p in zip(results, chunk)]
         seconds = (time.perf_counter() - t0) / len(chunk)
-        ws = torch.stack([r.ws for r in results])
-        bg = torch.stack([r.bg_code for r in results])
-        novel = {}
+        images, novel_images = [], {yaw: [] for yaw in NOVEL_YAWS}
         with torch.no_grad():
-            input_lpips = lpips(lpips_input(torch.stack([r.image for r in results])),
-                                lpips_input(targets.to(G.device))).reshape(-1)
+            for model, r in zip(models, results):
+                images.append(model.synthesize(r.ws[None], [r.camera], r.bg_code[None]).img)
+                for yaw in NOVEL_YAWS:
+                    novel_images[yaw].append(model.synthesize(r.ws[None], [r.camera.with_(yaw=yaw)], r.bg_code[None]).img)
+            images = torch.cat(images)
+            input_psnr = psnr(images, targets.to(G.device))
+            input_lpips = lpips(lpips_input(images), lpips_input(targets.to(G.device))).reshape(-1)
+            novel = {}
             for yaw in NOVEL_YAWS:
-                img = G.synthesize(ws, [r.camera.with_(yaw=yaw) for r in results], bg).img
-                target = true_views(gt, yaw, G.img_resolution)
+                img, target = torch.cat(novel_images[yaw]), true_views(gt, yaw, G.img_resolution)
                 novel[yaw] = (psnr(img, target), lpips(img, target).reshape(-1))
         for k, (r, t, c0) in enumerate(zip(results, gt, cams0)):
-            rows.append({"psnr": r.metrics["psnr"], "lpips": float(input_lpips[k]),
+            rows.append({"psnr": float(input_psnr[k]), "lpips": float(input_lpips[k]),
                          "yaw_err": abs(r.camera.yaw - t["camera"]["yaw"]),
                          "pitch_err": abs(r.camera.pitch - t["camera"]["pitch"]),
                          "init_yaw_err": abs(c0.yaw - t["camera"]["yaw"]),
@@ -201,7 +216,7 @@ def run_method(G: Generator, network: str, lpips: LPIPS, photos: list, truth: li
                          "seconds": seconds})
     keys = rows[0].keys()
     return {"setup": {"config": asdict(setup.config), "camera": setup.camera,
-                      "official_start": setup.official_start},
+                      "official_start": setup.official_start, "pti": asdict(setup.pti) if setup.pti else None},
             "median": {k: statistics.median(r[k] for r in rows) for k in keys},
             "mean": {k: float(np.mean([r[k] for r in rows])) for k in keys}, "photos": rows}
 
