@@ -147,6 +147,15 @@ def test_a_1x1_model_warm_starts_a_3x3_one_exactly(tmp_path: Path):
         distill.bundled_config(64, nerf_resolution=64)
 
 
+def test_a_new_stage_keeps_the_init_models_architecture(tmp_path: Path):
+    train(tmp_path / "run", tiny_tc(steps=1, resolution=32), config=dataclasses.replace(tiny(32), kernel_size=3))
+    export(tmp_path / "run", tmp_path / "exported")
+    assert distill._architecture(tiny_tc(init=str(tmp_path / "exported"))) == (3, 8)
+    assert distill._architecture(tiny_tc(init=str(tmp_path / "run" / "checkpoint.pt"))) == (3, 8)
+    assert distill._architecture(tiny_tc(init=str(tmp_path / "exported"), kernel_size=1)) == (1, 8)
+    assert distill._architecture(tiny_tc()) == (1, 32)
+
+
 def test_bad_options_are_refused_in_one_line(tmp_path: Path):
     with pytest.raises(DistillError, match="one of background"):
         distill.parse_part_weights("eyes=4,nose=2")

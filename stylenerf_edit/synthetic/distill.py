@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import json
 import math
 import pickle
 import shlex
@@ -114,8 +115,8 @@ class TrainConfig:
     checkpoint_minutes: float = 3.0
     threads: int = 2
     resolution: int = 128           # 64 or 128 (see ``bundled_config``)
-    kernel_size: int = 1            # the upsampler's convolutions, 1 (FFHQ) or 3 (see ``bundled_config``)
-    nerf_resolution: int = 32       # rays per side of the radiance field, 32 or 64 (see ``bundled_config``)
+    kernel_size: int = 0            # the upsampler's convolutions, 1 (FFHQ) or 3; 0: as --init's model, else 1
+    nerf_resolution: int = 0        # rays per side of the radiance field, 32 or 64; 0: as --init's, else 32
     world: int = 2                  # version of the procedural world that renders the targets
     trainset: int = 0               # pre-rendered training set size in samples; 0: render every batch
     chunk: int = 128                # samples per training-set file
@@ -346,6 +347,20 @@ def warm_start(G: Generator, probe: torch.nn.Linear, init: str | Path) -> WarmSt
     return WarmStart(copied=sorted(fits), fresh=fresh, history=history, weights_sha256=sha)
 
 
+def _architecture(tc: TrainConfig) -> tuple[int, int]:
+    """Kernel size and NeRF resolution of a new run: as asked, else as the ``--init`` model's, else 1 and 32."""
+    init: dict[str, Any] = {}
+    if tc.init:
+        path = Path(tc.init)
+        try:
+            init = json.loads((path / "config.json").read_text())["generator"] if path.is_dir() else \
+                load_run_state(path)["generator"]
+        except (OSError, KeyError, ValueError, TypeError):
+            init = {}       # warm_start reports an unusable --init
+    return (tc.kernel_size or int(init.get("kernel_size", 1)),
+            tc.nerf_resolution or int(init.get("nerf_resolution", 32)))
+
+
 def _utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -387,7 +402,7 @@ def train(out_dir: Path, tc: TrainConfig, command: str = "", stop: Callable[[int
     ckpt_path = out_dir / "checkpoint.pt"
     state = load_run_state(ckpt_path) if ckpt_path.exists() else None
     cfg = (GeneratorConfig.from_dict(state["generator"]) if state
-           else config or bundled_config(tc.resolution, tc.kernel_size, tc.nerf_resolution))
+           else config or bundled_config(tc.resolution, *_architecture(tc)))
     if cfg.img_resolution != tc.resolution:
         raise DistillError(f"{ckpt_path}: this run trains a {cfg.img_resolution}-px model, not {tc.resolution} px; "
                            f"pass --resolution {cfg.img_resolution} or a new --out")
