@@ -418,14 +418,18 @@ def edit(latent: Path, edits: tuple[str, ...], network: str, rows: str | None, e
               help="Your own photo instead of the shipped procedural one (detected and aligned).")
 @click.option("--network", default="bundled:heads", show_default=True)
 @click.option("--steps", type=click.IntRange(1, 100_000), default=InversionConfig.steps, show_default=True)
+@click.option("--pti", is_flag=True, help="Also tune the generator around the latent (pivotal tuning) and edit "
+              "with the tuned generator.")
 @click.option("--device", default="auto", show_default=True)
 @_friendly_errors
-def demo(out_dir: Path, photo: Path | None, network: str, steps: int, device: str) -> None:
+def demo(out_dir: Path, photo: Path | None, network: str, steps: int, pti: bool, device: str) -> None:
     """The whole job in one command: invert a photo, edit smile and age, render new views, write index.html."""
     from stylenerf_edit.demo import run_demo
 
-    result = run_demo(out_dir, photo=photo, network=network, steps=steps, device=device)
-    click.echo(f"wrote {result.overview} and {result.index} (fit PSNR {result.metrics['psnr']:.2f} dB)")
+    result = run_demo(out_dir, photo=photo, network=network, steps=steps, pti=TuningConfig() if pti else None,
+                      device=device)
+    tuned = f", tuned {result.metrics['pti_psnr']:.2f} dB" if "pti_psnr" in result.metrics else ""
+    click.echo(f"wrote {result.overview} and {result.index} (fit PSNR {result.metrics['psnr']:.2f} dB{tuned})")
 
 
 @main.command()
@@ -448,6 +452,8 @@ def demo(out_dir: Path, photo: Path | None, network: str, steps: int, device: st
 @click.option("--lpips-resolution", type=click.IntRange(32, 256), default=InversionConfig.lpips_resolution,
               show_default=True, help="LPIPS compares the images downsampled to at most this size: 128 makes a "
               "256-px step about a third faster.")
+@click.option("--pti", is_flag=True, help="Also tune the generator around each latent (pivotal tuning, default "
+              "settings; see invert --pti): tuning.safetensors per photo, used by its edits.")
 @click.option("--workers", type=click.IntRange(1), default=None,
               help="Local: worker processes, one device each [1: this process]. Ray: tasks in flight "
                    "[the cluster's GPUs, else CPUs].")
@@ -461,7 +467,8 @@ def demo(out_dir: Path, photo: Path | None, network: str, steps: int, device: st
               help="auto, cpu, cuda, cuda:1, or a list cuda:0,cuda:1 for local workers.")
 @_friendly_errors
 def batch(input_dir: Path, out_dir: Path, edits: tuple[str, ...], views: str, network: str, steps: int,
-          aligned: bool, batch_size: int, photos_per_pass: int, lpips_resolution: int, workers: int | None, engine: str,
+          aligned: bool, batch_size: int, photos_per_pass: int, lpips_resolution: int, pti: bool, workers: int | None,
+          engine: str,
           address: str | None, limit: int | None,
           dry_run: bool, retry_failed: bool, force: bool, device: str) -> None:
     """Invert (and edit) every photo under INPUT_DIR; resumable: a rerun skips finished photos."""
@@ -470,7 +477,7 @@ def batch(input_dir: Path, out_dir: Path, edits: tuple[str, ...], views: str, ne
 
     config = InversionConfig(steps=steps, photos_per_pass=photos_per_pass, lpips_resolution=lpips_resolution)
     options = BatchOptions(invert=InvertOptions(config=config, aligned=aligned,
-                                                batch_size=batch_size),
+                                                batch_size=batch_size, pti=TuningConfig() if pti else None),
                            edits=edits, views=views, engine=engine, workers=workers, address=address,
                            device=device, limit=limit, dry_run=dry_run, retry_failed=retry_failed, force=force)
     report = run_batch(input_dir, out_dir, network, options)

@@ -32,6 +32,7 @@ from stylenerf_edit.generator.checkpoint import load_with_info, resolve_device
 from stylenerf_edit.invert.latent import load_latent
 from stylenerf_edit.invert.optimize import InversionConfig
 from stylenerf_edit.invert.pipeline import InvertOptions, invert_photos
+from stylenerf_edit.invert.pti import TuningConfig, tuned_for_latent
 from stylenerf_edit.synthetic.dataset import demo_photos
 
 DEMO_EDITS = ("smile=+2", "smile=-2", "age=+2", "age=-2")
@@ -66,8 +67,9 @@ def _labelled_rows(rows: Sequence[tuple[str, Sequence[np.ndarray]]], label_width
 def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, network: str = "bundled:heads",
              edits: Sequence[str] = DEMO_EDITS, steps: int = InversionConfig.steps,
              yaws: Sequence[float] = (-30.0, -15.0, 0.0, 15.0, 30.0), device: str | None = None,
-             progress: bool = True) -> DemoResult:
-    """Invert ``photo`` (default: a shipped, near-frontal procedural photo, already aligned), edit it and render it."""
+             progress: bool = True, pti: TuningConfig | None = None) -> DemoResult:
+    """Invert ``photo`` (default: a shipped, near-frontal procedural photo, already aligned), edit it and render it;
+    with ``pti``, tune the generator around the latent and render and edit with the tuned one."""
     out = Path(out_dir)
     parsed = [parse_edit(spec) for spec in edits]
     folder_names = edit_folder_names(parsed)
@@ -79,7 +81,8 @@ def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, netw
     directions = [resolve_direction(name, network, info) for name, _ in parsed]   # before minutes of inversion
     shipped = photo is None
     photo = Path(photo) if photo is not None else demo_photos()[1]   # the near-frontal one
-    options = InvertOptions(config=InversionConfig(steps=steps), aligned=shipped, paste_back=not shipped)
+    options = InvertOptions(config=InversionConfig(steps=steps), aligned=shipped, paste_back=not shipped,
+                            pti=pti)
     outcome = invert_photos([photo], out / "inversion", network, options, device=device, progress=progress)[0]
     if outcome.error:
         raise StyleNerfEditError(outcome.error)
@@ -87,8 +90,13 @@ def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, netw
     views = [latent.camera.with_(yaw=y) for y in yaws]
     aligned = np.asarray(Image.open(outcome.out_dir / "aligned.png").convert("RGB"))
     recon = np.asarray(Image.open(outcome.out_dir / "reconstruction.png").convert("RGB"))
-    rows = [(f"photo | fit ({outcome.metrics['psnr']:.1f} dB)", [aligned, recon]),
-            ("inverted, new views", list(render_latent(G, latent, views)))]
+    rows = [(f"photo | fit ({outcome.metrics['psnr']:.1f} dB)", [aligned, recon])]
+    if pti is not None:     # the tuned fit beside the plain one, and everything below rendered by the tuned generator
+        tuned_fit = np.asarray(Image.open(outcome.out_dir / "reconstruction_pti.png").convert("RGB"))
+        rows = [(f"photo | fit ({outcome.metrics['psnr']:.1f} dB)\n| tuned ({outcome.metrics['pti_psnr']:.1f} dB)",
+                 [aligned, recon, tuned_fit])]
+        G = tuned_for_latent(G, outcome.out_dir / "latent.npz", latent.ws, info.weights_sha256)
+    rows.append(("inverted, new views", list(render_latent(G, latent, views))))
     cards = []
     for (_, strength), direction, folder_name in zip(parsed, directions, folder_names):
         edit = Edit(direction, strength)

@@ -118,3 +118,31 @@ def test_invert_with_pti_then_edit_uses_the_tuning(tmp_path):
     result = CliRunner().invoke(main, ["edit", str(other / "latent.npz"), "--edit", "smile=1", "--out",
                                        str(tmp_path / "x")])
     assert result.exit_code == 1 and "tuned around another latent" in result.output
+
+
+def test_batch_and_demo_tune_and_edit_with_the_tuned_generator(tmp_path):
+    import json
+    import shutil
+
+    from stylenerf_edit.batch import BatchOptions, run_batch
+    from stylenerf_edit.demo import run_demo
+    from stylenerf_edit.invert.optimize import InversionConfig
+    from stylenerf_edit.invert.pipeline import InvertOptions
+    from stylenerf_edit.synthetic.dataset import demo_photos
+
+    tuning = TuningConfig(steps=2, lr=1e-2)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(demo_photos()[1], photos / "head.png")
+    options = BatchOptions(invert=InvertOptions(config=InversionConfig(steps=2), aligned=True, pti=tuning),
+                           edits=("smile=1",), views="0", progress=False)
+    report = run_batch(photos, tmp_path / "out", options=options)
+    assert len(report.done) == 1
+    folder = tmp_path / "out" / "head"
+    assert {"tuning.safetensors", "reconstruction_pti.png"} <= {p.name for p in folder.iterdir()}
+    assert json.loads((folder / "metrics.json").read_text())["pti_config"]["steps"] == 2
+    assert (folder / "edits" / "smile+1" / "edited.png").is_file()
+
+    result = run_demo(tmp_path / "demo", steps=2, pti=tuning, yaws=(0.0,), edits=("smile=1",), progress=False)
+    assert result.metrics["pti_psnr"] > 0
+    assert next((tmp_path / "demo" / "inversion").glob("*/tuning.safetensors")).is_file()

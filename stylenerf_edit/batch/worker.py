@@ -35,7 +35,8 @@ from stylenerf_edit.invert.optimize import invert
 # The single-photo writer and the optimisation-video recorder of `invert` are reused so that both commands
 # write identical files.
 from stylenerf_edit.invert.pipeline import (InvertOptions, PreparedPhoto, VideoRecorder, estimate_cameras,
-                                            prepare_photo, write_photo_outputs)
+                                            prepare_photo, tune_photo, write_photo_outputs)
+from stylenerf_edit.invert.pti import tuned_for_latent
 
 
 @dataclass(frozen=True)
@@ -126,11 +127,14 @@ def _invert_and_render(G: Generator, info: GeneratorInfo, lpips: LPIPS, items: l
             root = Path(scratch)
             frames = recorder.frames[k] if recorder is not None else None
             write_photo_outputs(result, prepared, root, info, initial[k], options, seconds, frames)
+            if options.pti is not None:
+                tune_photo(G, info, result, prepared, root, lpips, options.pti)
             if job.edits:
                 original = load_latent(root / "latent.npz", generator=info)
+                tuned = tuned_for_latent(G, root / "latent.npz", original.ws, info.weights_sha256)
                 for e in job.edits:
                     edited = edit_latent(original, [Edit(e.direction, e.strength)])
-                    write_edit_outputs(G, original, edited, root / "edits" / e.folder, yaws=job.yaws)
+                    write_edit_outputs(tuned, original, edited, root / "edits" / e.folder, yaws=job.yaws)
             files[task.path] = _read_tree(root)
     return files
 
