@@ -99,7 +99,11 @@ def _search_distance(lpips: torch.nn.Module) -> Callable[[torch.Tensor, torch.Te
     def small(x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x, size=SEARCH_RESOLUTION, mode="area") if x.shape[-1] > SEARCH_RESOLUTION else x
 
-    return lambda a, b: lpips(small(a), small(b)).reshape(-1) + (small(a) - small(b)).square().mean(dim=(1, 2, 3))
+    def distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a, b = small(a), small(b)
+        return lpips(a, b).reshape(-1) + (a - b).square().mean(dim=(1, 2, 3))
+
+    return distance
 
 
 def _crop_landmarks(photo: PreparedPhoto) -> np.ndarray | None:
