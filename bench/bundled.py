@@ -25,7 +25,7 @@ from stylenerf_edit.generator import load_with_info
 from stylenerf_edit.generator.camera import CameraPrior, stack_cameras
 from stylenerf_edit.metrics import psnr, ssim
 from stylenerf_edit.synthetic.params import background_from_code, head_params_from_z
-from stylenerf_edit.synthetic.distill import log_values, part_errors
+from stylenerf_edit.synthetic.distill import log_values, model_world, part_errors
 from stylenerf_edit.synthetic.renderer import PARTS, render_heads
 
 
@@ -96,8 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     G, info = load_with_info(args.network)
-    stages = info.extra.get("source", {}).get("stages") or [{}]
-    world = args.world or stages[-1].get("world", 1)
+    world = args.world or model_world(info.extra.get("source", {}))
     gen = torch.Generator().manual_seed(args.seed)
     z = torch.randn(args.n, G.cfg.z_dim, generator=gen)
     code = G.sample_bg_code(args.n, gen)

@@ -50,6 +50,7 @@ from stylenerf_edit.directions.library import available_directions
 from stylenerf_edit.editing.edit import Edit, apply_edits
 from stylenerf_edit.generator import load_with_info
 from stylenerf_edit.generator.camera import stack_cameras
+from stylenerf_edit.synthetic.distill import model_world
 from stylenerf_edit.synthetic.params import PARAM_RANGES, HeadParams, background_from_code, head_params_from_z
 from stylenerf_edit.synthetic.predictor import AttributePredictor
 from stylenerf_edit.synthetic.renderer import render_heads
@@ -102,14 +103,15 @@ def refined_argmin(grid: np.ndarray, cost: np.ndarray) -> np.ndarray:
 
 
 def fit_attribute(images: torch.Tensor, heads: HeadParams, attribute: str, grid: torch.Tensor,
-                  world_mat: torch.Tensor, camera_mat: torch.Tensor, background: torch.Tensor) -> np.ndarray:
+                  world_mat: torch.Tensor, camera_mat: torch.Tensor, background: torch.Tensor,
+                  world: int) -> np.ndarray:
     """The world's value of ``attribute`` that best explains each image, the head's other parameters known.
 
     Args:
         images: [N, M, 3, R, R] in [-1, 1]: M images of head i (e.g. one per edit strength), each seen through
             camera i (``world_mat``, ``camera_mat`` [N, 4, 4]) against background i ([N, 3] in [0, 1]).
         heads: the N heads' true parameters; ``attribute`` is swept over ``grid`` [K] (evenly spaced),
-            the others are kept.
+            the others are kept. ``world``: the procedural world version the model was distilled from.
     Returns:
         [N, M]: per image, the grid value whose world render is closest in pixel MSE, refined between grid
         points (:func:`refined_argmin`).
@@ -121,7 +123,7 @@ def fit_attribute(images: torch.Tensor, heads: HeadParams, attribute: str, grid:
     world_mat, camera_mat, background = (t.repeat_interleave(K, 0) for t in (world_mat, camera_mat, background))
     chunks = [slice(i, i + RENDER_CHUNK) for i in range(0, N * K, RENDER_CHUNK)]
     renders = torch.cat([render_heads(HeadParams.from_tensor(table[c]), world_mat[c], camera_mat[c], R,
-                                      background[c]).image for c in chunks]).reshape(N, K, 3, R, R)
+                                      background[c], world=world).image for c in chunks]).reshape(N, K, 3, R, R)
     cost = torch.stack([(images[i, :, None] - renders[i, None]).square().mean(dim=(2, 3, 4)) for i in range(N)])
     return refined_argmin(grid.double().numpy(), cost.double().numpy())
 
@@ -136,7 +138,7 @@ def scores(G, predictor, ws, bg, yaw: float = 0.0) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in predictor.predict(render(G, ws, bg, yaw)).items()}
 
 
-def measure(G, predictor, direction, z, ws, bg) -> dict[str, float]:
+def measure(G, predictor, direction, z, ws, bg, world: int) -> dict[str, float]:
     a = direction.attribute
     images = {s: render(G, apply_edits(ws, [Edit(direction, s)]), bg) for s in STRENGTHS}
     by_strength = {s: {k: v.numpy() for k, v in predictor.predict(img).items()} for s, img in images.items()}
@@ -147,7 +149,7 @@ def measure(G, predictor, direction, z, ws, bg) -> dict[str, float]:
     truth = head_params_from_z(z)
     world_mat, camera_mat = stack_cameras([G.camera_prior.frontal()] * len(ws))
     fitted = fit_attribute(torch.stack([images[s] for s in STRENGTHS], 1), truth, a, attribute_grid(a),
-                           world_mat, camera_mat, background_from_code(bg))            # [N, strengths]
+                           world_mat, camera_mat, background_from_code(bg), world)     # [N, strengths]
     true_values = getattr(truth, a).double().numpy()
     distance = direction.distance(ws.numpy())
     ratio = float(direction.settings.get("ratio", 0.2))
@@ -202,7 +204,7 @@ def main() -> None:
             if attribute not in files:
                 continue
             d = load_direction(files[attribute], generator=info)
-            m = measure(G, predictor, d, z, ws, bg)
+            m = measure(G, predictor, d, z, ws, bg, model_world(info.extra.get("source", {})))
             measured.append((name, attribute, m))
             views = " / ".join(f"{v:+.3f}" for v in m["views"])
             print(f"| {name} | {attribute} | {', '.join(d.conditioned_on) or '-'} | {m['val']:.3f} | "

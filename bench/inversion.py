@@ -160,8 +160,11 @@ def true_views(truth: list[dict], yaw: float, resolution: int) -> torch.Tensor:
     """Exact procedural renders of the photos' heads at ``yaw`` (their own pitch)."""
     params = HeadParams(**{k: torch.tensor([t["params"][k] for t in truth]) for k in truth[0]["params"]})
     cams = [Camera(**t["camera"]).with_(yaw=yaw) for t in truth]
-    world, intr = stack_cameras(cams)
-    return render_heads(params, world, intr, resolution, torch.tensor([t["background"] for t in truth])).image
+    world_mat, intr = stack_cameras(cams)
+    worlds = {t.get("world", 1) for t in truth}
+    assert len(worlds) == 1, f"photos from several procedural worlds: {worlds}"
+    return render_heads(params, world_mat, intr, resolution, torch.tensor([t["background"] for t in truth]),
+                        world=worlds.pop()).image
 
 
 def initial_cameras(G: Generator, network: str, lpips: LPIPS, chunk: list, gt: list[dict], source: str) -> list[Camera]:

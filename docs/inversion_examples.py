@@ -87,7 +87,8 @@ def procedural_photos(G, steps: int, work: Path) -> None:
         params = HeadParams(**{k: torch.tensor([v, v]) for k, v in truth["params"].items()})
         cams = [Camera(**truth["camera"]).with_(yaw=y) for y in (-25.0, 25.0)]
         world, intr = stack_cameras(cams)
-        real = render_heads(params, world, intr, 256, torch.tensor([truth["background"]] * 2)).image
+        real = render_heads(params, world, intr, 256, torch.tensor([truth["background"]] * 2),
+                            world=truth.get("world", 1)).image
         fake = _views(G, d / "latent.npz")
         rows += [_tile(np.asarray(Image.open(photo).convert("RGB"))),
                  _tile(np.asarray(Image.open(d / "reconstruction.png").convert("RGB"))),

@@ -13,8 +13,9 @@ import torch
 
 from stylenerf_edit.images import contact_sheet, pingpong, save_png, to_uint8, write_gif
 from stylenerf_edit.editing.views import yaw_sweep
-from stylenerf_edit.generator import load_generator
+from stylenerf_edit.generator import load_with_info
 from stylenerf_edit.generator.camera import stack_cameras
+from stylenerf_edit.synthetic.distill import model_world
 from stylenerf_edit.synthetic.params import background_from_code, head_params_from_z
 from stylenerf_edit.synthetic.renderer import render_heads
 
@@ -22,7 +23,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def main(seeds: tuple[int, ...] = (1, 2, 3, 4, 5, 6), yaws: int = 7) -> None:
-    G = load_generator("bundled:heads")
+    G, info = load_with_info("bundled:heads")
+    world_version = model_world(info.extra.get("source", {}))
     cams = yaw_sweep(yaws, 30.0)
     world, intr = stack_cameras(cams)
     tiles = []
@@ -32,7 +34,7 @@ def main(seeds: tuple[int, ...] = (1, 2, 3, 4, 5, 6), yaws: int = 7) -> None:
         with torch.no_grad():
             fake = G.synthesize(G.mapping(z).expand(yaws, -1, -1), (world, intr), code.expand(yaws, -1)).img
         real = render_heads(head_params_from_z(z.expand(yaws, -1)), world, intr, G.img_resolution,
-                            background_from_code(code.expand(yaws, -1))).image
+                            background_from_code(code.expand(yaws, -1)), world=world_version).image
         tiles += list(to_uint8(real)) + list(to_uint8(fake))
     sheet = contact_sheet(tiles, columns=yaws)
     save_png(np.kron(sheet, np.ones((2, 2, 1), dtype=np.uint8)), HERE / "bundled_sample_sheet.png")

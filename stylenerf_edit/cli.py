@@ -145,12 +145,15 @@ def render(network: str, seeds: list[int], truncation_psi: float, yaw: float | N
 @click.option("--res", "resolution", type=click.IntRange(8, 2048), default=256, show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2 ** 31 - 1), default=0, show_default=True)
 @click.option("--depth", is_flag=True, help="Also write camera-depth maps (NNNNNN_depth.npy).")
+@click.option("--world", type=click.IntRange(1, 2), default=None,
+              help="Version of the procedural world  [default: the bundled model's]")
 @_friendly_errors
-def synth(n: int, out_dir: Path, resolution: int, seed: int, depth: bool) -> None:
+def synth(n: int, out_dir: Path, resolution: int, seed: int, depth: bool, world: int | None) -> None:
     """Write procedural head "photos" (NNNNNN.png) with their ground truth (NNNNNN.json)."""
     from stylenerf_edit.synthetic.dataset import synthesize
+    from stylenerf_edit.synthetic.renderer import DEFAULT_WORLD
 
-    synthesize(n, out_dir, resolution=resolution, seed=seed, depth=depth)
+    synthesize(n, out_dir, resolution=resolution, seed=seed, depth=depth, world=world or DEFAULT_WORLD)
     click.echo(f"wrote {n} photos with ground truth to {out_dir}")
 
 

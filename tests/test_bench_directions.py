@@ -36,7 +36,7 @@ def heads():
     return head_params_from_z(z), world, intr, background_from_code(code)
 
 
-def _renders(heads, attribute: str, values: list[list[float]]) -> torch.Tensor:
+def _renders(heads, attribute: str, values: list[list[float]], version: int) -> torch.Tensor:
     """[N, M, 3, 64, 64]: head i with ``attribute`` set to values[i][j], its other parameters unchanged."""
     params, world, intr, bg = heads
     M = len(values[0])
@@ -44,23 +44,25 @@ def _renders(heads, attribute: str, values: list[list[float]]) -> torch.Tensor:
     edited = replace(params, **{f: getattr(params, f).repeat_interleave(M) for f in params.__dataclass_fields__})
     edited = replace(edited, **{attribute: table})
     rep = [t.repeat_interleave(M, 0) for t in (world, intr, bg)]
-    return render_heads(edited, rep[0], rep[1], 64, rep[2]).image.reshape(len(values), M, 3, 64, 64)
+    return render_heads(edited, rep[0], rep[1], 64, rep[2], world=version).image.reshape(len(values), M, 3, 64, 64)
 
 
-def test_world_fit_reads_back_the_smile_each_image_was_rendered_with(bench, heads):
+@pytest.mark.parametrize("version", [1, 2])
+def test_world_fit_reads_back_the_smile_each_image_was_rendered_with(bench, heads, version):
     values = [[-0.55, 0.23, 0.7], [0.9, -0.1, 0.0]]   # on and between the grid's 0.1 steps
     params, world, intr, bg = heads
-    fitted = bench.fit_attribute(_renders(heads, "smile", values), params, "smile", bench.attribute_grid("smile"),
-                                 world, intr, bg)
+    fitted = bench.fit_attribute(_renders(heads, "smile", values, version), params, "smile",
+                                 bench.attribute_grid("smile"), world, intr, bg, version)
     assert fitted.shape == (2, 3)
     np.testing.assert_allclose(fitted, values, atol=0.05)   # within half a grid step
 
 
-def test_world_fit_of_a_binary_attribute(bench, heads):
+@pytest.mark.parametrize("version", [1, 2])
+def test_world_fit_of_a_binary_attribute(bench, heads, version):
     values = [[0.0, 1.0], [1.0, 0.0]]
     params, world, intr, bg = heads
-    fitted = bench.fit_attribute(_renders(heads, "glasses", values), params, "glasses",
-                                 bench.attribute_grid("glasses"), world, intr, bg)
+    fitted = bench.fit_attribute(_renders(heads, "glasses", values, version), params, "glasses",
+                                 bench.attribute_grid("glasses"), world, intr, bg, version)
     np.testing.assert_array_equal(fitted, values)
 
 

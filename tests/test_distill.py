@@ -63,6 +63,8 @@ def test_export_records_the_stage_and_init_reproduces_its_weights(tmp_path: Path
     exported = export(tmp_path / "run", tmp_path / "model")
     stages = json.loads((exported / "config.json").read_text())["source"]["stages"]
     assert len(stages) == 1 and stages[0]["steps"] == 2 and stages[0]["world"] == 2
+    assert distill.model_world({"stages": stages}) == 2
+    assert distill.model_world({}) == 1 and distill.model_world({"steps": 9000}) == 1   # first-generation exports
     assert stages[0]["command"] == "python -m distill --first"
     assert [s["at_step"] for s in stages[0]["sessions"]] == [0, 1]
 

@@ -105,6 +105,23 @@ def test_synth_cli_writes_images_and_ground_truth(tmp_path: Path) -> None:
                           np.asarray(Image.open(tmp_path / "000000.png")))
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_synth_records_the_world_it_drew_and_the_record_reproduces_the_photo(tmp_path: Path, version: int) -> None:
+    result = CliRunner().invoke(main, ["synth", "--n", "1", "--out", str(tmp_path), "--res", "32", "--seed", "7",
+                                       "--world", str(version)])
+    assert result.exit_code == 0, result.output
+    gt = json.loads((tmp_path / "000000.json").read_text())
+    assert gt["world"] == version
+    z, code, cam = sample_latents(7, 0)
+    again = render_heads(head_params_from_z(z[None]), *stack_cameras([cam]), 32, background_from_code(code[None]),
+                         world=version)
+    img = np.asarray(Image.open(tmp_path / "000000.png"))
+    assert np.abs(to_uint8(again.image)[0].astype(int) - img).max() <= 1
+    other = render_heads(head_params_from_z(z[None]), *stack_cameras([cam]), 32, background_from_code(code[None]),
+                         world=3 - version)
+    assert np.abs(to_uint8(other.image)[0].astype(int) - img).max() > 20
+
+
 def test_synth_cli_bad_arguments(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["synth", "--n", "0", "--out", str(tmp_path)])
     assert result.exit_code == 2

@@ -22,7 +22,7 @@ from stylenerf_edit.generator.camera import Camera, CameraPrior, stack_cameras
 from stylenerf_edit.images import save_png, to_uint8
 
 from .params import BACKGROUND_CODE_SCALE, background_from_code, head_params_from_z
-from .renderer import render_heads
+from .renderer import DEFAULT_WORLD, render_heads
 
 SCHEMA_VERSION = 1
 Z_DIM, CODE_DIM = 512, 32
@@ -39,6 +39,7 @@ class SynthSample:
     world_mat: list[list[float]]
     background: list[float]
     resolution: int
+    world: int = 1                  # version of the procedural world (``render_heads(..., world=)``)
     schema_version: int = SCHEMA_VERSION
     tool_version: str = __version__
 
@@ -53,8 +54,9 @@ def sample_latents(seed: int, index: int) -> tuple[torch.Tensor, torch.Tensor, C
 
 
 def synthesize(n: int, out_dir: str | Path, resolution: int = 256, seed: int = 0, depth: bool = False,
-               batch_size: int = 16, start: int = 0) -> list[SynthSample]:
-    """Write samples ``start .. start+n-1`` of ``seed`` into ``out_dir``; returns their ground truth."""
+               batch_size: int = 16, start: int = 0, world: int = DEFAULT_WORLD) -> list[SynthSample]:
+    """Write samples ``start .. start+n-1`` of ``seed`` of procedural world ``world`` into ``out_dir``; returns
+    their ground truth."""
     if n < 1 or resolution < 8:
         raise ValueError("need n >= 1 and resolution >= 8")
     out = Path(out_dir)
@@ -68,8 +70,8 @@ def synthesize(n: int, out_dir: str | Path, resolution: int = 256, seed: int = 0
         cameras = [d[2] for d in drawn]
         params = head_params_from_z(z)
         background = background_from_code(code)
-        world, intr = stack_cameras(cameras)
-        render = render_heads(params, world, intr, resolution, background)
+        world_mat, intr = stack_cameras(cameras)
+        render = render_heads(params, world_mat, intr, resolution, background, world=world)
         images = to_uint8(render.image)
         for j, i in enumerate(idx):
             stem = f"{i:06d}"
@@ -78,7 +80,8 @@ def synthesize(n: int, out_dir: str | Path, resolution: int = 256, seed: int = 0
                 with atomic_path(out / f"{stem}_depth.npy") as tmp, open(tmp, "wb") as f:
                     np.save(f, render.depth[j, 0].numpy().astype(np.float32))
             sample = SynthSample(index=i, seed=seed, params=params.index(j), camera=asdict(cameras[j]),
-                                 world_mat=world[j].tolist(), background=background[j].tolist(), resolution=resolution)
+                                 world_mat=world_mat[j].tolist(), background=background[j].tolist(),
+                                 resolution=resolution, world=world)
             write_text(out / f"{stem}.json", json.dumps(asdict(sample), indent=1) + "\n")
             samples.append(sample)
     return samples

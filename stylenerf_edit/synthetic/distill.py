@@ -281,6 +281,12 @@ def _stages_of_source(source: dict[str, Any]) -> list[dict[str, Any]]:
     return ([earlier] if earlier else []) + [this]
 
 
+def model_world(source: dict[str, Any]) -> int:
+    """The procedural world version a model was distilled from: its last stage's (1 for first-generation exports)."""
+    stages = _stages_of_source(source)
+    return int(stages[-1].get("world", 1)) if stages else 1
+
+
 def _stage_record(state: dict[str, Any]) -> dict[str, Any]:
     """What one stage was: its first command, settings, budget actually spent, world and every (re)start."""
     tc = state["train_config"]

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from stylenerf_edit.generator.camera import Camera, stack_cameras
 
 from .params import NUM_HEAD_PARAMS, PARAM_RANGES, HeadParams
-from .renderer import WORLD_VERSIONS, render_heads
+from .renderer import DEFAULT_WORLD, WORLD_VERSIONS, render_heads
 
 ATTRIBUTES = ("smile", "age", "glasses", "hair_color", "yaw", "pitch")
 INPUT_RESOLUTION = 64   # the body's input; larger inputs go through stride-2 stem layers first
@@ -250,7 +250,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--world", type=int, default=1, choices=WORLD_VERSIONS)
+    parser.add_argument("--world", type=int, default=DEFAULT_WORLD, choices=WORLD_VERSIONS)
     parser.add_argument("--resolution", type=int, default=INPUT_RESOLUTION, help="render and input size (64 or 128)")
     parser.add_argument("--n-val", type=int, default=2000)
     parser.add_argument("--train-supersample", type=int, default=2, choices=(1, 2))
