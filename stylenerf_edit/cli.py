@@ -39,7 +39,9 @@ def _friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _parse_seeds(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int]:
+def _parse_seeds(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
     seeds: list[int] = []
     try:
         for part in value.split(","):
@@ -108,12 +110,16 @@ def info(network: str, key: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("latents", nargs=-1, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--network", default="bundled:heads", show_default=True,
               help="Official .pkl, converted directory, or model name (bundled:heads, ffhq_256, …).")
-@click.option("--seed", "seeds", required=True, callback=_parse_seeds, help="Seeds: 7, 0-3 or 1,5,9.")
-@click.option("--trunc", "truncation_psi", type=float, default=0.7, show_default=True, help="Truncation psi.")
-@click.option("--yaw", type=float, default=None, help="Degrees; + turns the camera to the subject's left.")
-@click.option("--pitch", type=float, default=None, help="Degrees; + raises the camera above the face.")
+@click.option("--seed", "seeds", default=None, callback=_parse_seeds, help="Seeds: 7, 0-3 or 1,5,9.")
+@click.option("--trunc", "truncation_psi", type=float, default=0.7, show_default=True, help="Truncation psi (seeds).")
+@click.option("--yaw", "yaws", default=None,
+              help="Degrees, one view (15) or several (-30:30:7, -20,0,20); + turns the camera to the subject's "
+                   "left.  [default: a latent's own yaw, 0 for seeds]")
+@click.option("--pitch", type=float, default=None,
+              help="Degrees; + raises the camera above the face.  [default: a latent's own pitch, 0 for seeds]")
 @click.option("--sweep", is_flag=True, help="Render a yaw sweep: PNG strip, GIF and MP4.")
 @click.option("--frames", type=click.IntRange(2, 600), default=24, show_default=True, help="Frames of a sweep.")
 @click.option("--max-yaw", type=click.FloatRange(0, 89), default=30.0, show_default=True,
@@ -122,20 +128,31 @@ def info(network: str, key: str, as_json: bool) -> None:
               show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
 @_friendly_errors
-def render(network: str, seeds: list[int], truncation_psi: float, yaw: float | None, pitch: float | None,
-           sweep: bool, frames: int, max_yaw: float, out_dir: Path, device: str) -> None:
-    """Render seeds from a generator, at one viewpoint or as a yaw sweep."""
-    from stylenerf_edit.editing.views import render_seed
+def render(latents: tuple[Path, ...], network: str, seeds: list[int] | None, truncation_psi: float, yaws: str | None,
+           pitch: float | None, sweep: bool, frames: int, max_yaw: float, out_dir: Path, device: str) -> None:
+    """Render seeds (--seed) or inverted LATENTS (.npz, with their camera, background and tuning) from a
+    generator: one view, several yaws, or a yaw sweep."""
+    from stylenerf_edit.editing.views import latent_name, parse_views, render_latent_file, render_seed
     from stylenerf_edit.generator import load_generator, resolve_device
+    from stylenerf_edit.names import safe_output_names
 
-    if sweep and yaw is not None:
+    if sweep and yaws is not None:
         raise click.UsageError("--sweep and --yaw are exclusive (a sweep sets the yaw)")
+    if bool(latents) == bool(seeds):
+        raise click.UsageError("give latent files (inv/x/latent.npz) or --seed, not both and not neither")
+    yaw_list = parse_views(yaws) if yaws is not None else None
+    if latents:
+        names = safe_output_names([(str(p), [latent_name(p)]) for p in latents], fallback="latent")
+        for path, name in zip(latents, names):
+            result = render_latent_file(path, out_dir, network, yaw_list, pitch, sweep, frames, max_yaw, device, name)
+            click.echo(" ".join(str(f) for f in result.files))
+        return
     G = load_generator(network, device=resolve_device(device))
-    frontal = G.camera_prior.frontal()
-    camera = frontal.with_(yaw=frontal.yaw if yaw is None else yaw, pitch=frontal.pitch if pitch is None else pitch)
+    camera = G.camera_prior.frontal()
+    camera = camera.with_(pitch=camera.pitch if pitch is None else pitch)
     for seed in seeds:
-        result = render_seed(G, seed, out_dir, truncation_psi, camera=camera, sweep=sweep, sweep_frames=frames,
-                             max_yaw=max_yaw)
+        result = render_seed(G, seed, out_dir, truncation_psi, camera=camera, yaws=yaw_list, sweep=sweep,
+                             sweep_frames=frames, max_yaw=max_yaw)
         click.echo(" ".join(str(f) for f in result.files))
 
 
@@ -400,7 +417,8 @@ def label(photos: tuple[Path, ...], spec: str, as_json: bool) -> None:
 def edit(latent: Path, edits: tuple[str, ...], network: str, rows: str | None, extra: tuple[Path, ...], views: str,
          pitches: str | None, sweep: bool, clamp: bool, out_dir: Path, device: str) -> None:
     """Edit an inverted LATENT (.npz) and render it: latent.npz, edited.png, before_after.png (+ grid, sweep)."""
-    from stylenerf_edit.editing.outputs import edit_latent_file, parse_views
+    from stylenerf_edit.editing.outputs import edit_latent_file
+    from stylenerf_edit.editing.views import parse_views
 
     result = edit_latent_file(latent, edits, out_dir, network=network, rows=rows, directions=extra,
                               yaws=parse_views(views), pitches=parse_views(pitches) if pitches else None,

@@ -17,7 +17,7 @@ from stylenerf_edit.directions.library import available_directions, resolve_dire
 from stylenerf_edit.directions.direction import Direction, DirectionError
 from stylenerf_edit.editing.edit import (Edit, EditError, apply_edits, check_edits, clamp_edits, edit_latent,
                                          interpolate, parse_edit, row_group, sample_range, style_mix)
-from stylenerf_edit.editing.outputs import parse_views
+from stylenerf_edit.editing.views import parse_views
 from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import load_with_info
 from stylenerf_edit.invert.latent import GeneratorRef, Latent
@@ -269,3 +269,36 @@ def test_cli_demo(tmp_path):
     assert set(json.loads((demo / "demo.json").read_text())["files"]) == {"overview.png", "index.html"}
     result = CliRunner().invoke(main, ["demo", "--steps", "2", "--out", str(demo)])    # a rerun replaces its own
     assert result.exit_code == 0, result.output
+
+
+def test_render_draws_a_latent_at_its_own_camera_at_new_yaws_and_as_a_sweep(bundled, tmp_path):
+    from stylenerf_edit.editing.views import render_views
+    from stylenerf_edit.invert.latent import save_latent
+
+    G, info = bundled
+    latent = replace(_latent(G, info, seed=4), camera=Camera(yaw=14.0, pitch=6.0))
+    path = save_latent(latent, tmp_path / "inv" / "anna" / "latent.npz")
+    ws, bg = torch.from_numpy(latent.ws)[None], torch.from_numpy(latent.bg_code)[None]
+
+    def run(*args):
+        return CliRunner().invoke(main, ["render", *map(str, args), "--out", str(tmp_path / "out")])
+
+    result = run(path)
+    assert result.exit_code == 0, result.output
+    own = np.asarray(Image.open(tmp_path / "out" / "anna.png"))
+    assert np.array_equal(own, render_views(G, ws, bg, [latent.camera])[0])     # its camera and background code
+    result = run(path, "--yaw", "-20:20:3")
+    assert result.exit_code == 0, result.output
+    views = render_views(G, ws, bg, [latent.camera.with_(yaw=y) for y in (-20.0, 0.0, 20.0)])
+    for y, expected in zip(("-20", "+0", "+20"), views):         # the latent's pitch kept
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / f"anna_yaw{y}.png")), expected)
+    assert np.asarray(Image.open(tmp_path / "out" / "anna_views.png")).shape[1] == 3 * G.img_resolution
+    result = run(path, "--sweep", "--frames", "3")
+    assert result.exit_code == 0 and Image.open(tmp_path / "out" / "anna_sweep.gif").n_frames == 4
+
+    for args, message in (((), "not both and not neither"), ((path, "--seed", "1"), "not both and not neither"),
+                          ((path, "--yaw", "a:b"), "views 'a:b'")):
+        result = run(*args)
+        assert result.exit_code != 0 and message in result.output, result.output
+    result = run(tmp_path / "missing.npz")
+    assert result.exit_code == 1 and "no such latent file" in result.output and "Traceback" not in result.output

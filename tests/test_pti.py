@@ -105,8 +105,12 @@ def test_invert_with_pti_then_edit_uses_the_tuning(tmp_path):
                                            "--out", str(tmp_path / name)])
         assert result.exit_code == 0, result.output
         edited[name] = np.asarray(Image.open(tmp_path / name / "edited.png"), dtype=np.float64)
+        result = CliRunner().invoke(main, ["render", str(folder / "latent.npz"), "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        edited[f"render {name}"] = np.asarray(Image.open(tmp_path / name / f"{photo.stem}.png"), dtype=np.float64)
     tuned_fit = np.asarray(Image.open(folder / "reconstruction_pti.png"), dtype=np.float64)
     assert np.abs(edited["with"] - tuned_fit).mean() < 0.5 < np.abs(edited["without"] - tuned_fit).mean()
+    assert np.abs(edited["render with"] - tuned_fit).mean() < 0.5 < np.abs(edited["render without"] - tuned_fit).mean()
     other = tmp_path / "other"      # a tuning beside another latent is refused
     other.mkdir()
     (tmp_path / "aside.safetensors").rename(other / "tuning.safetensors")

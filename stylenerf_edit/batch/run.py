@@ -67,7 +67,7 @@ class BatchOptions:
 
     invert: InvertOptions = field(default_factory=InvertOptions)   # steps, aligned, batch_size, ...
     edits: tuple[str, ...] = ()          # "smile=2" (a direction name of the model, or a .npz path, = strength)
-    views: str = "-30:30:5"              # yaws of each edit's before/after sheet (see editing.outputs.parse_views)
+    views: str = "-30:30:5"              # yaws of each edit's before/after sheet (see editing.views.parse_views)
     engine: str = "local"                # see engines.ENGINES
     workers: int | None = None           # local: processes (None: 1, in this process); ray: tasks in flight
     address: str | None = None           # Ray cluster address (engine "ray" only)
@@ -295,7 +295,7 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, network: str = "bundle
         BatchError: missing input folder, no photos, settings differing from finished photos without ``force``,
             another run on ``out_dir``; ``StyleNerfEditError`` subclasses for a bad network, edit or device.
     """
-    from stylenerf_edit.editing.outputs import parse_views
+    from stylenerf_edit.editing.views import parse_views
 
     options = options or BatchOptions()
     if options.engine == "ray":

@@ -23,7 +23,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from stylenerf_edit.errors import StyleNerfEditError
 from stylenerf_edit.files import OwnedOutputs
 from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import load_with_info, resolve_device
@@ -35,20 +34,6 @@ from stylenerf_edit.names import safe_output_names
 from .edit import Edit, EditCheck, check_edits, clamp_edits, edit_latent, parse_edit, row_group
 from stylenerf_edit.images import contact_sheet, pingpong, save_png, write_gif, write_mp4
 from .views import render_views, view_grid, yaw_sweep
-
-
-def parse_views(spec: str) -> list[float]:
-    """Angles in degrees: ``"-30:30:7"`` (7 evenly from -30 to 30), ``"-20,0,20"`` or ``"15"``."""
-    try:
-        if ":" in spec:
-            lo, hi, n = spec.split(":")
-            if int(n) < 1:
-                raise ValueError
-            return [float(v) for v in np.linspace(float(lo), float(hi), int(n))]
-        return [float(v) for v in spec.split(",")]
-    except ValueError:
-        raise StyleNerfEditError(f"views {spec!r}: expected START:STOP:COUNT (e.g. -30:30:7) or a list like "
-                                 "-20,0,20 (degrees)") from None
 
 
 def edit_folder_names(edits: Sequence[tuple[str, float]]) -> list[str]:
