@@ -265,18 +265,8 @@ def invert(photos: tuple[Path, ...], network: str, out_dir: Path, steps: int, al
     options = InvertOptions(config=config, aligned=aligned, face_index=face_index, landmarks=landmarks, pose=pose,
                             camera=camera, batch_size=batch_size, save_video=save_video, paste_back=paste_back,
                             pti=tuning)
-    outcomes = invert_photos(photos, out_dir, network, options, device=device)
-    failed = 0
-    for o in outcomes:
-        if o.error:
-            failed += 1
-            click.echo(f"error: {o.error}", err=True)
-        else:
-            c = o.camera
-            tuned = (f"  tuned: PSNR {o.metrics['pti_psnr']:.2f} dB  LPIPS {o.metrics['pti_lpips']:.3f}"
-                     if "pti_psnr" in o.metrics else "")
-            click.echo(f"{o.photo} -> {o.out_dir}  yaw {c.yaw:+.1f} pitch {c.pitch:+.1f}  "
-                       f"PSNR {o.metrics['psnr']:.2f} dB  LPIPS {o.metrics['lpips']:.3f}{tuned}")
+    outcomes = invert_photos(photos, out_dir, network, options, device=device)   # prints a line per photo
+    failed = sum(bool(o.error) for o in outcomes)
     if failed:
         rest = "nothing was written" if failed == len(outcomes) else f"the others were written to {out_dir}"
         click.echo(f"{failed} of {len(outcomes)} photos failed; {rest}", err=True)

@@ -209,6 +209,17 @@ def test_hostile_folder_reports_each_bad_photo_and_completes_the_good_ones(tmp_p
     assert json.loads((out / "large/metrics.json").read_text())["pose_method"] == "landmarks"
     assert _counts(result.output) == {"done": 7, "failed": 5}
     assert not _leftovers(out)
+    # Off a terminal: plain lines, each photo's as it finishes; unreadable files before any optimisation, in
+    # the milliseconds their reading took (each photo's own time, not a share of the run).
+    assert "\r" not in result.output
+    lines = result.output.splitlines()
+    first_done = min(i for i, line in enumerate(lines) if ": done -> " in line)
+    for path in ("bad/truncated.jpg", "bad/empty.jpg", "bad/notes.jpg"):
+        assert any(line.startswith(f"{path}: failed: ") for line in lines[:first_done]), path
+        assert rows[path]["seconds"] < 1.0
+    assert sum(": done -> " in line and "PSNR" in line for line in lines) == 7
+    assert min(rows[p]["seconds"] for p in GOOD) > max(rows[p]["seconds"] for p in BAD if p != "bad/no_face.png")
+    assert not (out / ".batch.lock").exists()       # removed when the run ends
 
     # Resume: the second run does no work; failures are reported again, with their reasons.
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "manifest.sqlite"}
@@ -284,6 +295,28 @@ def test_bad_requests_are_one_line_errors(tmp_path, monkeypatch):
         result = _run(*args)
         assert result.exit_code == 1 and message in result.output, (args, result.output)
         assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block_and_a_held_one_names_its_holder(tmp_path):
+    src = _aligned_folder(tmp_path, 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".batch.lock").write_text("999999\n")      # what a killed run leaves: a file, no lock
+    result = _run("batch", str(src), "--out", str(out), "--steps", "1", "--aligned")
+    assert result.exit_code == 0, result.output
+    assert not (out / ".batch.lock").exists()
+    code = ("import fcntl, sys, time\nf = open(sys.argv[1], 'a+')\nfcntl.flock(f, fcntl.LOCK_EX)\n"
+            "f.write('4242\\n')\nf.flush()\nprint('held', flush=True)\ntime.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out / ".batch.lock")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = _run("batch", str(src), "--out", str(out), "--steps", "1", "--aligned")
+        assert result.exit_code == 1 and "another batch run (pid 4242) is writing to this folder" in result.output
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _run("batch", str(src), "--out", str(out), "--steps", "1", "--aligned").exit_code == 0
 
 
 # --- failures inside a mini-batch -----------------------------------------------------------------------

@@ -304,6 +304,11 @@ def test_cli_invert_aligned_photos_keeps_going_past_bad_ones(tmp_path, bundled):
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and "missing.jpg" in errors[0] and "broken.png" in errors[1]
     assert "2 of 4 photos failed" in result.output and "Traceback" not in result.output
+    # Off a terminal: no carriage returns; unreadable photos reported before any optimisation, then a line per
+    # photo as it finishes.
+    lines = result.output.splitlines()
+    done = [i for i, line in enumerate(lines) if " -> " in line and "PSNR" in line]
+    assert "\r" not in result.output and len(done) == 2 and lines.index(errors[-1]) < done[0]
     for photo in photos:
         d = out / photo.stem
         assert {f.name for f in d.iterdir()} == {"aligned.png", "reconstruction.png", "latent.npz", "metrics.json",

@@ -19,7 +19,7 @@ import torch
 from stylenerf_edit.errors import StyleNerfEditError, one_line
 from stylenerf_edit.generator.checkpoint import resolve_device
 
-from .worker import PhotoResult, PhotoTask, WorkerJob, process_batch, release_models
+from .worker import PhotoResult, PhotoTask, StepCallback, WorkerJob, process_batch, release_models
 
 ENGINES = ("local", "ray")
 RAY_INSTALL = "pip install 'ray>=2.9'"
@@ -52,23 +52,24 @@ def local_devices(workers: int, device: str | None) -> list[str]:
 
 
 def run_local(batches: Sequence[Batch], job: WorkerJob, dispatch: Dispatch, workers: int = 1,
-              device: str | None = None) -> Iterator[list[PhotoResult]]:
+              device: str | None = None, on_step: StepCallback | None = None) -> Iterator[list[PhotoResult]]:
     """Run the mini-batches here (one worker) or in ``workers`` spawned processes, one device each (the devices
     are checked at once). CPU workers share the cores: each gets ``cpu_count // workers`` threads. Spawned
-    processes import the caller's main module, so a script needs the ``if __name__ == "__main__":`` guard."""
+    processes import the caller's main module, so a script needs the ``if __name__ == "__main__":`` guard.
+    ``on_step`` follows each mini-batch's optimisation when it runs here (one worker)."""
     devices = local_devices(workers, device)
     if workers == 1:
-        return _run_here(batches, job, dispatch, devices[0])
+        return _run_here(batches, job, dispatch, devices[0], on_step)
     threads = [None if d.startswith("cuda") else max(1, (os.cpu_count() or 1) // workers) for d in devices]
     return _run_pool(batches, job, dispatch, devices, threads)
 
 
-def _run_here(batches: Sequence[Batch], job: WorkerJob, dispatch: Dispatch,
-              device: str) -> Iterator[list[PhotoResult]]:
+def _run_here(batches: Sequence[Batch], job: WorkerJob, dispatch: Dispatch, device: str,
+              on_step: StepCallback | None) -> Iterator[list[PhotoResult]]:
     try:
         for batch in batches:
             dispatch(batch)
-            yield process_batch(batch, job, device)
+            yield process_batch(batch, job, device, on_step=on_step)
     finally:
         release_models()
 

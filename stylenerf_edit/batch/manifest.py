@@ -9,7 +9,7 @@ Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`; times are Unix seconds
             attempts INTEGER           how many times it was handed to a worker
             started REAL               when the last attempt was handed out
             finished REAL              when the last attempt ended (outputs in place, or failure recorded)
-            seconds REAL               worker compute time of the last attempt (its share of the mini-batch)
+            seconds REAL               the last attempt's own time: reading, its share of the joint optimisation, its files
             outputs TEXT               JSON list of the files written, relative to the output folder
             config_hash TEXT           the settings the last attempt ran with (see ``run.config_hash``)
             worker TEXT                host:pid:device of the last attempt

@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -44,13 +45,14 @@ from stylenerf_edit.files import sha256_file
 from stylenerf_edit.generator.checkpoint import GeneratorInfo, describe
 from stylenerf_edit.invert.pipeline import InvertOptions, calibration_path
 from stylenerf_edit.names import is_safe_name
+from stylenerf_edit.progress import Progress, format_duration
 
 from .commit import (RECORD_NAME, STAGING_NAME, CommitRefused, commit_folder, list_outputs, read_record,
                      remove_leftovers, staging_folder)
 from .discover import PHOTO_SUFFIXES, PLAIN_FOLDER, Existing, assign_output_dirs, discover_photos
 from .engines import ENGINES, require_ray, run_local, run_ray
 from .manifest import Manifest, PhotoRecord
-from .worker import BatchEdit, PhotoTask, WorkerJob
+from .worker import BatchEdit, PhotoTask, WorkerJob, failure_reason
 
 MANIFEST_NAME = "manifest.sqlite"
 LOCK_NAME = ".batch.lock"
@@ -76,7 +78,7 @@ class BatchOptions:
     dry_run: bool = False                # plan only: nothing is written
     retry_failed: bool = False           # retry photos that failed with the same settings
     force: bool = False                  # redo photos done with other settings
-    progress: bool = True                # a progress bar on stderr when it is a terminal
+    progress: bool = True                # progress on stderr (a bar, or a line every 30 s off a terminal), a line per photo
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -271,16 +273,38 @@ def _existing(out_root: Path) -> Existing:
 
 @contextlib.contextmanager
 def _exclusive(out_root: Path) -> Iterator[None]:
-    """Hold ``OUT/.batch.lock`` for the run: two drivers on one output folder would overwrite each other."""
+    """Hold ``OUT/.batch.lock`` for the run (two drivers on one output folder would overwrite each other) and
+    remove it at the end. The lock is the kernel's (flock): a killed run's is released with its process, so a lock
+    file left behind never blocks the next run. The file names the holder's pid for the message."""
     import fcntl
 
-    with open(out_root / LOCK_NAME, "a") as f:
+    path = out_root / LOCK_NAME
+    while True:
+        f = open(path, "a+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise BatchError(f"{out_root}: another batch run is writing to this folder; wait for it to finish "
-                             "or choose another --out") from None
+            f.seek(0)
+            holder = f.read().strip()
+            f.close()
+            raise BatchError(f"{out_root}: another batch run{f' (pid {holder})' if holder.isdigit() else ''} is "
+                             "writing to this folder; wait for it to finish or choose another --out") from None
+        try:
+            same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()           # a finishing run removed the file we locked: lock the one that is there now
+    try:
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
         yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()    # while still held, so a run waiting on this file retries on a fresh one
+        f.close()
 
 
 def _chunks(items: Sequence[PhotoTask], size: int) -> list[list[PhotoTask]]:
@@ -354,44 +378,93 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, network: str = "bundle
     return report
 
 
+def _photo_line(path: str, out_dir: str, files: dict[str, bytes], seconds: float) -> str:
+    """``a.png: done -> a/  PSNR 25.31 dB  LPIPS 0.081  48 s``, the fit read from the photo's metrics.json."""
+    try:
+        m = json.loads(files.get("metrics.json", b"{}"))
+        fit = f"  PSNR {m['psnr']:.2f} dB  LPIPS {m['lpips']:.3f}"
+    except (ValueError, KeyError, TypeError):
+        fit = ""
+    return f"{path}: done -> {out_dir}/{fit}  {format_duration(seconds)}"
+
+
+def _check_inputs(report: BatchReport, manifest: Manifest, run: int, tasks: dict[str, PhotoTask],
+                  bar: Progress) -> None:
+    """Read every photo before any optimisation: an unreadable one fails now, in milliseconds, not after the
+    photos queued before it."""
+    from stylenerf_edit.invert.photo import load_photo
+
+    for i, (path, task) in enumerate(list(tasks.items())):
+        bar.set_status(f"checking {path} ({i + 1}/{len(tasks)})")
+        t0 = time.perf_counter()
+        try:
+            load_photo(task.source)
+        except StyleNerfEditError as e:
+            reason = failure_reason(e, task.source)
+            manifest.mark_running([path], run, report.config_hash)      # an attempt, as in a worker
+            manifest.mark_failed(path, reason, report.config_hash, time.perf_counter() - t0, None)
+            report.failed[path] = reason
+            del tasks[path]
+            bar.write(f"{path}: failed: {reason}")
+            bar.update()
+
+
 def _execute(report: BatchReport, manifest: Manifest, run: int, job: WorkerJob, options: BatchOptions) -> None:
-    """Hand ``report.planned`` out in mini-batches and commit every result as it arrives."""
-    from tqdm import tqdm
-
+    """Check the inputs, hand the readable ones out in mini-batches and commit every result as it arrives."""
     tasks = {p.path: PhotoTask(p.path, str(report.input_dir / p.path), p.out_dir) for p in report.planned}
-    batches = _chunks(list(tasks.values()), options.invert.batch_size)
+    with Progress(len(tasks), "batch", "photo", enabled=options.progress) as bar:
+        _check_inputs(report, manifest, run, tasks, bar)
+        batches = _chunks(list(tasks.values()), options.invert.batch_size)
+        running: list[PhotoTask] = []
 
-    def dispatch(batch: Sequence[PhotoTask]) -> None:
-        manifest.mark_running([t.path for t in batch], run, report.config_hash)
+        def status(text: str) -> str:
+            failed = f"{len(report.failed)} failed, " if report.failed else ""
+            return f"{failed}{text}"
 
-    if options.engine == "ray":
-        results = run_ray(batches, job, dispatch, options.workers, options.address, options.device)
-    else:
-        results = run_local(batches, job, dispatch, options.workers or 1, options.device)
-    bar = tqdm(total=len(tasks), unit="photo", desc="batch", dynamic_ncols=True,
-               disable=None if options.progress else True)     # None: shown on terminals only
-    t0 = time.perf_counter()
-    with bar, contextlib.closing(results):
-        for batch_results in results:
-            for r in batch_results:
-                error = r.error
-                if error is None:
-                    committed = time.time()
-                    record = {"photo": r.path, "config_hash": report.config_hash, "run": run, "worker": r.worker,
-                              "seconds": round(r.seconds, 3), "committed": committed}
-                    try:
-                        outputs = commit_folder(report.out_dir, tasks[r.path].out_dir, r.files, record)
-                    except CommitRefused as e:
-                        error = str(e)
-                    else:
-                        manifest.mark_done(r.path, outputs, report.config_hash, r.seconds, r.worker, committed)
-                        report.done.append(r.path)
-                if error is not None:
-                    manifest.mark_failed(r.path, error, report.config_hash, r.seconds or None, r.worker or None)
-                    report.failed[r.path] = error
-            bar.update(len(batch_results))
-            report.seconds = time.perf_counter() - t0
-            bar.set_postfix_str(f"{report.photos_per_hour:.0f} photos/h, {len(report.failed)} failed")
+        def dispatch(batch: Sequence[PhotoTask]) -> None:
+            manifest.mark_running([t.path for t in batch], run, report.config_hash)
+            running[:] = batch
+            if options.engine == "ray" or (options.workers or 1) > 1:
+                bar.set_status(status(f"{len(batch)} more photo(s) handed out"))
+            else:
+                bar.set_status(status(", ".join(Path(t.path).name for t in batch)))
+
+        finished = bar.n
+
+        def on_step(text: str, fraction: float) -> None:
+            bar.set(finished + len(running) * fraction)
+            bar.set_status(status(text))
+
+        if options.engine == "ray":
+            results = run_ray(batches, job, dispatch, options.workers, options.address, options.device)
+        else:
+            results = run_local(batches, job, dispatch, options.workers or 1, options.device, on_step=on_step)
+        t0 = time.perf_counter()
+        with contextlib.closing(results):
+            for batch_results in results:
+                for r in batch_results:
+                    error = r.error
+                    if error is None:
+                        committed = time.time()
+                        record = {"photo": r.path, "config_hash": report.config_hash, "run": run,
+                                  "worker": r.worker, "seconds": round(r.seconds, 3), "committed": committed}
+                        try:
+                            outputs = commit_folder(report.out_dir, tasks[r.path].out_dir, r.files, record)
+                        except CommitRefused as e:
+                            error = str(e)
+                        else:
+                            manifest.mark_done(r.path, outputs, report.config_hash, r.seconds, r.worker, committed)
+                            report.done.append(r.path)
+                            bar.write(_photo_line(r.path, tasks[r.path].out_dir, r.files, r.seconds),
+                                      stream=sys.stdout)
+                    if error is not None:
+                        manifest.mark_failed(r.path, error, report.config_hash, r.seconds or None, r.worker or None)
+                        report.failed[r.path] = error
+                        bar.write(f"{r.path}: failed: {error}")
+                    finished += 1
+                    bar.set(finished)
+                report.seconds = time.perf_counter() - t0
+                bar.set_status(status(f"{report.photos_per_hour:.0f} photos/h"))
 
 
 def _rows(items: Sequence[tuple[str, str]]) -> list[str]:

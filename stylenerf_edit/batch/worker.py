@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -74,7 +74,7 @@ class PhotoResult:
     path: str
     files: dict[str, bytes] = field(default_factory=dict)
     error: str | None = None
-    seconds: float = 0.0        # this photo's share of its mini-batch's wall time in the worker
+    seconds: float = 0.0        # this photo's own time: reading, its share of the joint optimisation, its files
     worker: str = ""            # host:pid:device
 
 
@@ -102,33 +102,54 @@ def release_models() -> None:
     _loaded.cache_clear()
 
 
+# Progress of a mini-batch in the driver's own process: ("a.png, b.png step 20/300", fraction of it done).
+StepCallback = Callable[[str, float], None]
+
+
 def _read_tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _invert_and_render(G: Generator, info: GeneratorInfo, lpips: LPIPS, items: list[tuple[PhotoTask, PreparedPhoto]],
-                       job: WorkerJob) -> dict[str, dict[str, bytes]]:
-    """Invert ``items`` together and make every photo's files; raises if any step fails for any photo."""
+                       job: WorkerJob, on_step: StepCallback | None = None
+                       ) -> tuple[dict[str, dict[str, bytes]], dict[str, float]]:
+    """Invert ``items`` together and make every photo's files; raises if any step fails for any photo.
+    Returns each photo's files and seconds (its share of the joint optimisation, plus its own tuning and files)."""
     options, batch = job.invert, [p for _, p in items]
+    names = ", ".join(Path(t.path).name for t, _ in items)
+    steps, pti_steps = options.config.steps, options.pti.steps if options.pti is not None else 0
+    work = len(items) * (steps + pti_steps)
     if options.camera is not None:
         yaw, pitch = options.camera
         initial = [(G.camera_prior.frontal().with_(yaw=yaw, pitch=pitch), "given")] * len(batch)
     else:
         initial = estimate_cameras(G, job.network, batch, options.pose, lpips)
     targets = torch.stack([p.target for p in batch])
-    recorder = VideoRecorder(targets, options.config.steps, options.video_frames) if options.save_video else None
+    recorder = VideoRecorder(targets, steps, options.video_frames) if options.save_video else None
+
+    def step_done(step: int, terms: dict, images: torch.Tensor) -> None:
+        if recorder is not None:
+            recorder(step, images)
+        if on_step is not None:
+            on_step(f"{names} step {step + 1}/{steps}", len(items) * (step + 1) / work)
+
     t0 = time.perf_counter()
-    results = invert(G, targets.to(G.device), [c for c, _ in initial], lpips, options.config,
-                     callback=None if recorder is None else lambda step, terms, images: recorder(step, images))
-    seconds = (time.perf_counter() - t0) / len(batch)
-    files = {}
+    results = invert(G, targets.to(G.device), [c for c, _ in initial], lpips, options.config, callback=step_done)
+    shared = (time.perf_counter() - t0) / len(batch)
+    files, seconds = {}, {}
     for k, ((task, prepared), result) in enumerate(zip(items, results)):
+        t1 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="stylenerf-batch-") as scratch:
             root = Path(scratch)
             frames = recorder.frames[k] if recorder is not None else None
-            write_photo_outputs(result, prepared, root, info, initial[k], options, seconds, frames)
+            write_photo_outputs(result, prepared, root, info, initial[k], options, shared, frames)
             if options.pti is not None:
-                tune_photo(G, info, result, prepared, root, lpips, options.pti)
+                def tuning_step(step: int, terms: dict, name: str = Path(task.path).name,
+                                base: int = len(items) * steps + k * pti_steps) -> None:
+                    if on_step is not None:
+                        on_step(f"{name} tuning step {step + 1}/{pti_steps}", (base + step + 1) / work)
+
+                tune_photo(G, info, result, prepared, root, lpips, options.pti, callback=tuning_step)
             if job.edits:
                 original = load_latent(root / "latent.npz", generator=info)
                 tuned = tuned_for_latent(G, root / "latent.npz", original.ws, info.weights_sha256)
@@ -136,7 +157,8 @@ def _invert_and_render(G: Generator, info: GeneratorInfo, lpips: LPIPS, items: l
                     edited = edit_latent(original, [Edit(e.direction, e.strength)])
                     write_edit_outputs(tuned, original, edited, root / "edits" / e.folder, yaws=job.yaws)
             files[task.path] = _read_tree(root)
-    return files
+        seconds[task.path] = shared + time.perf_counter() - t1
+    return files, seconds
 
 
 def _release_device_memory(device: torch.device) -> None:
@@ -145,35 +167,43 @@ def _release_device_memory(device: torch.device) -> None:
 
 
 def process_batch(tasks: Sequence[PhotoTask], job: WorkerJob, device: str | None = None,
-                  threads: int | None = None) -> list[PhotoResult]:
+                  threads: int | None = None, on_step: StepCallback | None = None) -> list[PhotoResult]:
     """Process one mini-batch on ``device`` (None/"auto": CUDA when present) with ``threads`` CPU threads (None:
-    leave torch's setting); one result per task, in order."""
+    leave torch's setting); one result per task, in order. ``on_step`` follows the optimisation (in-process only)."""
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
     worker = f"{socket.gethostname()}:{os.getpid()}:{dev}"
-    t0 = time.perf_counter()
     G, info, lpips = _loaded(job.network, str(dev), job.invert.lpips_net)
     errors: dict[str, str] = {}
+    seconds = {t.path: 0.0 for t in tasks}
     prepared: list[tuple[PhotoTask, PreparedPhoto]] = []
     options = job.invert
     for task in tasks:
+        t0 = time.perf_counter()
         try:
             prepared.append((task, prepare_photo(task.source, G.img_resolution, aligned=options.aligned,
                                                  face_index=options.face_index, landmarks=options.landmarks)))
         except Exception as e:   # any failure of one photo is that photo's outcome, never the run's
             errors[task.path] = failure_reason(e, task.source)
+        seconds[task.path] += time.perf_counter() - t0
     files: dict[str, dict[str, bytes]] = {}
     groups = [prepared] if prepared else []
     while groups:
         group = groups.pop(0)
+        t0 = time.perf_counter()
         try:
-            files.update(_invert_and_render(G, info, lpips, group, job))
+            made, took = _invert_and_render(G, info, lpips, group, job, on_step)
         except Exception as e:
             _release_device_memory(dev)
+            for task, _ in group:      # the failed attempt's time is shared by the photos it held
+                seconds[task.path] += (time.perf_counter() - t0) / len(group)
             if len(group) > 1:
                 groups += [[item] for item in group]
             else:
                 errors[group[0][0].path] = failure_reason(e, group[0][0].source)
-    seconds = (time.perf_counter() - t0) / max(1, len(tasks))
-    return [PhotoResult(t.path, files.get(t.path, {}), errors.get(t.path), seconds, worker) for t in tasks]
+        else:
+            files.update(made)
+            for path, t in took.items():
+                seconds[path] += t
+    return [PhotoResult(t.path, files.get(t.path, {}), errors.get(t.path), seconds[t.path], worker) for t in tasks]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from stylenerf_edit.generator.checkpoint import (GeneratorInfo, load_with_info, 
 from stylenerf_edit.generator.network import Generator
 from stylenerf_edit.metrics import psnr
 from stylenerf_edit.names import photo_output_names
+from stylenerf_edit.progress import Progress
 
 from .align import AlignedFace, align_photo, aligned_input, paste_back
 from .latent import GeneratorRef, Latent, save_latent
@@ -190,6 +192,15 @@ class PhotoOutcome:
     camera: Camera | None = None
     error: str | None = None
 
+    def describe(self) -> str:
+        """One line: where the photo's results went and how well it fits, or ``error: ...``."""
+        if self.error:
+            return f"error: {self.error}"
+        m, c = self.metrics, self.camera
+        tuned = f"  tuned: PSNR {m['pti_psnr']:.2f} dB  LPIPS {m['pti_lpips']:.3f}" if "pti_psnr" in m else ""
+        return (f"{self.photo} -> {self.out_dir}  yaw {c.yaw:+.1f} pitch {c.pitch:+.1f}  "
+                f"PSNR {m['psnr']:.2f} dB  LPIPS {m['lpips']:.3f}{tuned}")
+
 
 def _inverted_photo(folder: Path) -> str | None:
     """The photo (absolute path) whose results ``folder`` holds, from its ``metrics.json``; None otherwise."""
@@ -258,11 +269,14 @@ def write_photo_outputs(result: InversionResult, prepared: PreparedPhoto, out: P
 
 
 def tune_photo(G: Generator, info: GeneratorInfo, result: InversionResult, prepared: PreparedPhoto, out: Path,
-               lpips: LPIPS, config: TuningConfig) -> dict[str, float]:
+               lpips: LPIPS, config: TuningConfig,
+               callback: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
     """Pivotal tuning around one inverted latent: writes ``tuning.safetensors`` and ``reconstruction_pti.png``,
-    adds the tuned fit (``pti_psnr``, ``pti_lpips``, ``pti_seconds``) to ``metrics.json`` and returns it."""
+    adds the tuned fit (``pti_psnr``, ``pti_lpips``, ``pti_seconds``) to ``metrics.json`` and returns it.
+    ``callback(step, terms)`` follows the tuning's steps."""
     t0 = time.time()
-    tuning = tune(G, result.ws, result.camera, result.bg_code, prepared.target, lpips, info.weights_sha256, config)
+    tuning = tune(G, result.ws, result.camera, result.bg_code, prepared.target, lpips, info.weights_sha256, config,
+                  callback=callback)
     tuned = apply_tuning(G, tuning, info.weights_sha256)
     world, intr = stack_cameras([result.camera], device=G.device)
     target = prepared.target[None].to(G.device)
@@ -284,10 +298,12 @@ def invert_photos(photos: Sequence[str | Path], out_dir: str | Path, network: st
                   progress: bool = True) -> list[PhotoOutcome]:
     """Invert every photo into ``network`` and write its results under ``out_dir`` (see the module docstring).
 
-    Photos that fail to load or align are reported in their :class:`PhotoOutcome` and skipped.
+    Every photo is read and aligned before any optimisation starts; one that fails is reported in its
+    :class:`PhotoOutcome` and skipped. With ``progress``, a display on stderr (:class:`~stylenerf_edit.progress.
+    Progress`: a bar on a terminal, a plain line every 30 s elsewhere) follows the photos' steps, and each
+    photo's :meth:`PhotoOutcome.describe` line is printed as soon as it is known (failures to stderr, results to
+    stdout).
     """
-    from tqdm import tqdm
-
     options = options or InvertOptions()
     out_dir = Path(out_dir)
     paths = [Path(p) for p in photos]
@@ -295,44 +311,57 @@ def invert_photos(photos: Sequence[str | Path], out_dir: str | Path, network: st
     lpips = LPIPS(options.lpips_net, device=G.device)
     outcomes = [PhotoOutcome(photo=p, out_dir=d) for p, d in zip(paths, output_dirs(paths, out_dir))]
     prepared: list[tuple[int, PreparedPhoto]] = []
-    for i, p in enumerate(paths):
-        try:
-            prepared.append((i, prepare_photo(p, G.img_resolution, aligned=options.aligned,
-                                              face_index=options.face_index, landmarks=options.landmarks)))
-        except StyleNerfEditError as e:
-            outcomes[i].error = str(e)
     steps = options.config.steps
-    bar = tqdm(total=len(prepared) * steps, unit="step", desc="inverting", disable=not (progress and prepared),
-               dynamic_ncols=True)
-    for start in range(0, len(prepared), options.batch_size):
-        chunk = prepared[start:start + options.batch_size]
-        batch = [p for _, p in chunk]
-        if options.camera is not None:
-            yaw, pitch = options.camera
-            initial = [(G.camera_prior.frontal().with_(yaw=yaw, pitch=pitch), "given")] * len(batch)
-        else:
-            initial = estimate_cameras(G, network, batch, options.pose, lpips)
-        recorder = VideoRecorder(torch.stack([p.target for p in batch]), steps, options.video_frames) \
-            if options.save_video else None
+    pti_steps = options.pti.steps if options.pti is not None else 0
+    with Progress(0, "inverting", "step", enabled=progress) as bar:
+        for i, p in enumerate(paths):
+            bar.set_status(f"reading {p.name} ({i + 1}/{len(paths)})")
+            try:
+                prepared.append((i, prepare_photo(p, G.img_resolution, aligned=options.aligned,
+                                                  face_index=options.face_index, landmarks=options.landmarks)))
+            except StyleNerfEditError as e:
+                outcomes[i].error = str(e)
+                bar.write(outcomes[i].describe())
+        bar.total = len(prepared) * (steps + pti_steps)
+        for start in range(0, len(prepared), options.batch_size):
+            chunk = prepared[start:start + options.batch_size]
+            batch = [p for _, p in chunk]
+            names = ", ".join(paths[i].name for i, _ in chunk)
+            done = start * (steps + pti_steps)
+            if options.camera is not None:
+                yaw, pitch = options.camera
+                initial = [(G.camera_prior.frontal().with_(yaw=yaw, pitch=pitch), "given")] * len(batch)
+            else:
+                bar.set_status(f"pose of {names}")
+                initial = estimate_cameras(G, network, batch, options.pose, lpips)
+            recorder = VideoRecorder(torch.stack([p.target for p in batch]), steps, options.video_frames) \
+                if options.save_video else None
 
-        def on_step(step: int, terms: dict[str, torch.Tensor], images: torch.Tensor) -> None:
-            bar.update(len(batch))
-            bar.set_postfix(lpips=f"{float(terms['lpips'].mean()):.3f}")
-            if recorder is not None:
-                recorder(step, images)
+            def on_step(step: int, terms: dict[str, torch.Tensor], images: torch.Tensor) -> None:
+                bar.set(done + (step + 1) * len(batch))
+                bar.set_status(f"{names} step {step + 1}/{steps}, LPIPS {float(terms['lpips'].mean()):.3f}")
+                if recorder is not None:
+                    recorder(step, images)
 
-        t0 = time.time()
-        results = invert(G, torch.stack([p.target for p in batch]).to(G.device), [c for c, _ in initial], lpips,
-                         options.config, callback=on_step)
-        seconds = (time.time() - t0) / len(batch)
-        for k, ((i, p), result) in enumerate(zip(chunk, results)):
-            frames = recorder.frames[k] if recorder is not None else None
-            outcomes[i].metrics = write_photo_outputs(result, p, outcomes[i].out_dir, info, initial[k], options, seconds,
-                                               frames)
-            outcomes[i].camera = result.camera
-            if options.pti is not None:
-                outcomes[i].metrics.update(tune_photo(G, info, result, p, outcomes[i].out_dir, lpips, options.pti))
-    bar.close()
+            t0 = time.time()
+            results = invert(G, torch.stack([p.target for p in batch]).to(G.device), [c for c, _ in initial], lpips,
+                             options.config, callback=on_step)
+            seconds = (time.time() - t0) / len(batch)
+            done += len(batch) * steps
+            for k, ((i, p), result) in enumerate(zip(chunk, results)):
+                frames = recorder.frames[k] if recorder is not None else None
+                outcomes[i].metrics = write_photo_outputs(result, p, outcomes[i].out_dir, info, initial[k], options,
+                                                          seconds, frames)
+                outcomes[i].camera = result.camera
+                if options.pti is not None:
+                    def on_tuning_step(step: int, terms: dict[str, float], name: str = paths[i].name,
+                                       base: int = done + k * pti_steps) -> None:
+                        bar.set(base + step + 1)
+                        bar.set_status(f"{name} tuning step {step + 1}/{pti_steps}")
+
+                    outcomes[i].metrics.update(tune_photo(G, info, result, p, outcomes[i].out_dir, lpips, options.pti,
+                                                          callback=on_tuning_step))
+                bar.write(outcomes[i].describe(), stream=sys.stdout)
     return outcomes
 
 
