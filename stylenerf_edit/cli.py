@@ -224,6 +224,9 @@ def _parse_camera(_ctx: click.Context, _param: click.Parameter, value: str | Non
               "256-px step about a third faster.")
 @click.option("--save-video", is_flag=True, help="Also write optimisation.mp4 (target | reconstruction).")
 @click.option("--paste-back", is_flag=True, help="Also write pasted.png: the reconstruction in the original photo.")
+@click.option("--paste-region", type=click.Choice(["face", "square"]), default="face", show_default=True,
+              help="What --paste-back blends in: the face region from the landmarks, feathered, or the whole "
+                   "aligned square.")
 @click.option("--pti", is_flag=True, help="Then tune the generator around each latent (pivotal tuning): "
               "tuning.safetensors beside latent.npz, which edit applies.")
 @click.option("--pti-steps", type=click.IntRange(1), default=TuningConfig.steps, show_default=True)
@@ -240,8 +243,8 @@ def invert(photos: tuple[Path, ...], network: str, out_dir: Path, steps: int, al
            landmarks: str, pose: str, camera: tuple[float, float] | None, fix_camera: bool, w_lr: float,
            camera_lr: float, lpips_weight: float, mse_weight: float, w_avg_weight: float, spread_weight: float,
            frontal_frozen_nerf: bool, batch_size: int, photos_per_pass: int, lpips_resolution: int, save_video: bool,
-           paste_back: bool, pti: bool, pti_steps: int, pti_lr: float, pti_parts: str, pti_locality_weight: float,
-           pti_multiview_weight: float, device: str) -> None:
+           paste_back: bool, paste_region: str, pti: bool, pti_steps: int, pti_lr: float, pti_parts: str,
+           pti_locality_weight: float, pti_multiview_weight: float, device: str) -> None:
     """Invert PHOTOS into the generator: aligned.png, reconstruction.png, latent.npz, metrics.json per photo."""
     from stylenerf_edit.invert.pipeline import InvertOptions, invert_photos
 
@@ -264,6 +267,7 @@ def invert(photos: tuple[Path, ...], network: str, out_dir: Path, steps: int, al
         raise click.BadParameter(str(e)) from None
     options = InvertOptions(config=config, aligned=aligned, face_index=face_index, landmarks=landmarks, pose=pose,
                             camera=camera, batch_size=batch_size, save_video=save_video, paste_back=paste_back,
+                            paste_region=paste_region,
                             pti=tuning)
     outcomes = invert_photos(photos, out_dir, network, options, device=device)   # prints a line per photo
     failed = sum(bool(o.error) for o in outcomes)

@@ -18,7 +18,7 @@ from skimage import data as skdata
 from stylenerf_edit.errors import FaceModelError, NoFaceError, PhotoError, StyleNerfEditError
 from stylenerf_edit.invert import landmarks as lmk
 from stylenerf_edit.invert.align import (Alignment, align_face, align_photo, aligned_input, ffhq_quad,
-                                         paste_back)
+                                         face_mask, paste_back)
 from stylenerf_edit.invert.landmarks import Face, detect_faces
 from stylenerf_edit.invert.photo import image_from_array, load_photo
 
@@ -191,6 +191,30 @@ def test_paste_back_reproduces_the_photo(astronaut, astronaut_face, astronaut_al
     small = np.asarray(Image.fromarray(astronaut_aligned.image).resize((64, 64), Image.Resampling.LANCZOS))
     pasted = paste_back(astronaut, small / 255.0, alignment, feather=0.0)
     assert psnr(pasted[top:bottom, left:right], astronaut[top:bottom, left:right]) > 24
+
+
+def test_face_region_paste_back_blends_the_face_and_leaves_the_square_around_it(astronaut, astronaut_aligned) -> None:
+    alignment, lm = astronaut_aligned.alignment, astronaut_aligned.landmarks
+    blue = np.zeros((64, 64, 3), dtype=np.uint8)
+    blue[..., 2] = 255
+    square = paste_back(astronaut, blue, alignment)
+    face = paste_back(astronaut, blue, alignment, landmarks=lm)
+    nose = np.rint(alignment.to_source(lm[30:31])[0]).astype(int)
+    assert tuple(face[nose[1], nose[0]]) == (0, 0, 255)
+    # The square's corners (hair, background) keep the photo with the face region, not with the square.
+    inner = alignment.to_source(np.array([[0.12, 0.12], [0.88, 0.12]]) * alignment.output_size)
+    for x, y in np.rint(inner).astype(int):
+        assert np.array_equal(face[y, x], astronaut[y, x]) and tuple(square[y, x]) == (0, 0, 255)
+    # No hard edge: from the nose to the photo the blue fades over many pixels.
+    chin = np.rint(alignment.to_source(lm[8:9])[0]).astype(int)
+    path = np.linspace(nose, chin + 2 * (chin - nose), 200).round().astype(int)
+    # the blend weight, read off the red channel (0 in the pasted image): 1 at the nose, 0 in the photo
+    alpha = np.array([1 - float(face[y, x, 0]) / max(float(astronaut[y, x, 0]), 1.0) for x, y in path])
+    assert alpha[0] > 0.99 and abs(alpha[-1]) < 0.02 and np.abs(np.diff(alpha)).max() < 0.15
+    mask = face_mask(lm, alignment.output_size)
+    assert mask.shape == (alignment.output_size,) * 2 and mask.max() == pytest.approx(1, abs=1e-3) and mask.min() == 0
+    with pytest.raises(ValueError):
+        face_mask(lm[:5], 64)
 
 
 def test_padding_fills_the_part_of_the_square_outside_the_photo(astronaut: np.ndarray) -> None:

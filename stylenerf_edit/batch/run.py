@@ -171,6 +171,7 @@ def batch_config(info: GeneratorInfo, network: str, options: BatchOptions, edits
                    "pose": inv.pose, "camera": None if inv.camera is None else list(inv.camera),
                    "save_video": inv.save_video, "video_frames": inv.video_frames if inv.save_video else None,
                    "paste_back": inv.paste_back, "lpips_net": inv.lpips_net,
+                   **({"paste_region": inv.paste_region} if inv.paste_back else {}),   # earlier hashes stay valid
                    "pti": None if inv.pti is None else asdict(inv.pti)},
         "edits": [{"folder": e.folder, "strength": e.strength, "space": e.direction.space,
                    "rows": e.direction.rows, "offset": e.direction.offset, "spread": e.direction.spread,

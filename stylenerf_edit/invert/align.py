@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 import scipy.ndimage
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from stylenerf_edit.errors import NoFaceError, PhotoError
 from stylenerf_edit.invert.landmarks import Face, detect_faces
 from stylenerf_edit.invert.photo import check_rgb, image_from_array, load_photo
 
-__all__ = ["AlignedFace", "Alignment", "align_face", "align_photo", "aligned_input", "ffhq_quad", "paste_back"]
+__all__ = ["AlignedFace", "Alignment", "align_face", "align_photo", "aligned_input", "face_mask", "ffhq_quad",
+           "paste_back"]
 
 # An "already aligned" input may be this much off square (relative to its long side); it is centre-cropped.
 _SQUARE_TOLERANCE = 0.02
@@ -201,8 +202,60 @@ def aligned_input(path: str | os.PathLike, size: int) -> AlignedFace:
     return AlignedFace(crop, Alignment(quad, (height, width), size), None, None)
 
 
+def face_mask(landmarks: np.ndarray, size: int, *, forehead: float = 0.45, grow: float = 0.06,
+              feather: float = 0.06) -> np.ndarray:
+    """A soft mask of the face region in aligned space, from its 68 landmarks.
+
+    The region is the convex hull of the landmarks with the eyebrows raised by ``forehead`` of the brow-to-chin
+    distance (the landmarks stop at the brows; the generator also redraws the forehead), grown by ``grow`` of the
+    face's size around its centre and blurred over ``feather`` of it, so that a pasted face fades into the photo
+    instead of leaving the crop's square.
+
+    Args:
+        landmarks: float [68, 2] (x, y) in the aligned image's pixels (:attr:`AlignedFace.landmarks`) of an
+            image of side ``alignment.output_size``; scale them for another ``size`` first.
+        size: side of the mask.
+
+    Returns:
+        float32 [size, size] in [0, 1].
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (68, 2):
+        raise ValueError(f"landmarks must have shape [68, 2], got {list(lm.shape)}")
+    brows, chin = lm[17:27], lm[8]
+    up = brows.mean(axis=0) - chin
+    height = float(np.hypot(*up))
+    if height <= 0:
+        raise ValueError("degenerate landmarks: brows and chin coincide")
+    points = np.concatenate([lm, brows + forehead * up])
+    centre = points.mean(axis=0)
+    points = centre + (points - centre) * (1 + grow)
+    hull = _convex_hull(points)
+    canvas = Image.new("F", (size, size), 0.0)
+    ImageDraw.Draw(canvas).polygon([tuple(p) for p in hull], fill=1.0)
+    mask = np.asarray(canvas, dtype=np.float32)
+    return np.clip(scipy.ndimage.gaussian_filter(mask, sigma=max(feather * height, 0.5)), 0, 1).astype(np.float32)
+
+
+def _convex_hull(points: np.ndarray) -> np.ndarray:
+    """Andrew's monotone chain: the hull's vertices [K, 2], counter-clockwise."""
+    pts = sorted(map(tuple, points))
+
+    def half(seq: list) -> list:
+        out: list = []
+        for p in seq:
+            while len(out) >= 2 and ((out[-1][0] - out[-2][0]) * (p[1] - out[-2][1])
+                                     - (out[-1][1] - out[-2][1]) * (p[0] - out[-2][0])) <= 0:
+                out.pop()
+            out.append(p)
+        return out
+
+    lower, upper = half(pts), half(pts[::-1])
+    return np.array(lower[:-1] + upper[:-1])
+
+
 def paste_back(original: np.ndarray, aligned_image: np.ndarray, alignment: Alignment, *,
-               feather: float = 0.1) -> np.ndarray:
+               feather: float = 0.1, landmarks: np.ndarray | None = None) -> np.ndarray:
     """Warp an aligned-space image back into the photo it was cropped from.
 
     Args:
@@ -210,9 +263,11 @@ def paste_back(original: np.ndarray, aligned_image: np.ndarray, alignment: Align
         aligned_image: [s, s, 3] any square size s, uint8 or float in [0, 1] (e.g. an edited reconstruction).
         alignment: the crop's alignment.
         feather: width of the blend ramp at the crop's edges, as a fraction of its side; 0 pastes a hard square.
+        landmarks: the face's landmarks in aligned pixels (:attr:`AlignedFace.landmarks`): only the face region
+            (:func:`face_mask`) is blended in, not the whole square. ``None`` pastes the square.
 
     Returns:
-        uint8 [H, W, 3]: ``original`` with the crop blended in.
+        uint8 [H, W, 3]: ``original`` with the crop (or its face) blended in.
     """
     check_rgb(original)
     if tuple(original.shape[:2]) != alignment.source_size:
@@ -238,8 +293,11 @@ def paste_back(original: np.ndarray, aligned_image: np.ndarray, alignment: Align
     region = (int(right - left), int(bottom - top))
     warped = np.asarray(Image.fromarray(crop).transform(region, Image.Transform.PERSPECTIVE, data,
                                                         Image.Resampling.BILINEAR), dtype=np.float64)
-    mask = Image.fromarray(_feather_mask(s, feather)).transform(region, Image.Transform.PERSPECTIVE, data,
-                                                                Image.Resampling.BILINEAR)
+    blend = _feather_mask(s, feather)
+    if landmarks is not None:
+        scale = s / alignment.output_size      # landmarks in pixel centres: scale about the -0.5 edge
+        blend = blend * face_mask((np.asarray(landmarks, dtype=np.float64) + 0.5) * scale - 0.5, s)
+    mask = Image.fromarray(blend).transform(region, Image.Transform.PERSPECTIVE, data, Image.Resampling.BILINEAR)
     mask = np.asarray(mask, dtype=np.float64)[:, :, None]
     patch = result[top:bottom, left:right].astype(np.float64)
     result[top:bottom, left:right] = np.clip(np.rint(patch + (warped - patch) * mask), 0, 255).astype(np.uint8)

@@ -178,6 +178,7 @@ class InvertOptions:
     save_video: bool = False
     video_frames: int = 60           # frames of the optimisation video
     paste_back: bool = False
+    paste_region: str = "face"       # what --paste-back blends in: the face region (landmarks) or the square
     lpips_net: str = "vgg"
     pti: TuningConfig | None = None  # also tune the generator around each latent (tuning.safetensors)
 
@@ -259,7 +260,8 @@ def write_photo_outputs(result: InversionResult, prepared: PreparedPhoto, out: P
         write_mp4(frames, out / "optimisation.mp4", fps=15)
     if options.paste_back:
         original = load_photo(prepared.path)
-        save_png(paste_back(original, recon, prepared.face.alignment), out / "pasted.png")
+        landmarks = prepared.face.landmarks if options.paste_region == "face" else None
+        save_png(paste_back(original, recon, prepared.face.alignment, landmarks=landmarks), out / "pasted.png")
     report = {"photo": os.path.abspath(prepared.path), "network": info.name, "weights_sha256": info.weights_sha256,
               "camera": asdict(result.camera), "initial_camera": asdict(cam0), "pose_method": method,
               **result.metrics, "steps": options.config.steps, "seconds": round(seconds, 2),
