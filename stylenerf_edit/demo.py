@@ -19,12 +19,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from stylenerf_edit.directions.library import resolve_direction
 from stylenerf_edit.editing.edit import Edit, check_edits, clamp_edits, edit_latent, parse_edit
 from stylenerf_edit.editing.outputs import edit_folder_names, edit_outputs, render_latent, write_edit_outputs
-from stylenerf_edit.images import save_png
+from stylenerf_edit.images import labelled_sheet, save_png
 from stylenerf_edit.errors import StyleNerfEditError
 from stylenerf_edit.files import OwnedOutputs, write_text
 from stylenerf_edit.generator.camera import Camera
@@ -46,22 +46,6 @@ class DemoResult:
     overview: Path
     index: Path
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def _tile(image: np.ndarray) -> np.ndarray:
-    return np.asarray(Image.fromarray(image).resize((TILE, TILE), Image.Resampling.LANCZOS))
-
-
-def _labelled_rows(rows: Sequence[tuple[str, Sequence[np.ndarray]]], label_width: int = 150) -> np.ndarray:
-    """Rows of equal-size tiles with a text label on the left of each."""
-    columns = max(len(tiles) for _, tiles in rows)
-    sheet = Image.new("RGB", (label_width + columns * TILE, len(rows) * TILE), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    for r, (label, tiles) in enumerate(rows):
-        draw.multiline_text((8, r * TILE + TILE // 2 - 6 * (label.count("\n") + 1)), label, fill=(0, 0, 0))
-        for c, tile in enumerate(tiles):
-            sheet.paste(Image.fromarray(_tile(tile)), (label_width + c * TILE, r * TILE))
-    return np.asarray(sheet)
 
 
 def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, network: str = "bundled:heads",
@@ -110,7 +94,7 @@ def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, netw
         write_edit_outputs(G, latent, edited, folder, yaws=yaws, sweep=True)
         rows.append((label, list(render_latent(G, edited, views))))
         cards.append((label, folder.relative_to(out)))
-    overview = save_png(_labelled_rows(rows), out / "overview.png")
+    overview = save_png(labelled_sheet(rows, tile=TILE), out / "overview.png")
     index = _write_index(out, photo, outcome.metrics, latent.camera, cards)
     owned.save_record([overview, index], {"written_by": "stylenerf-edit demo", "photo": str(photo)})
     return DemoResult(out, overview, index, outcome.metrics)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from stylenerf_edit.files import atomic_path
 
@@ -41,6 +41,41 @@ def contact_sheet(frames: Sequence[np.ndarray], columns: int | None = None) -> n
         r, col = divmod(i, columns)
         sheet[r * h:(r + 1) * h, col * w:(col + 1) * w] = frame
     return sheet
+
+
+def labelled_sheet(rows: Sequence[tuple[str, Sequence[np.ndarray]]], column_labels: Sequence[str] = (),
+                   tile: int | None = None, label_width: int | None = None) -> np.ndarray:
+    """Rows of tiles [H, W, 3] uint8 with a text label left of each row and, optionally, one above each column.
+
+    Args:
+        rows: (label, tiles); a label may hold line breaks. Rows may be of different lengths.
+        tile: resize every tile to ``tile`` x ``tile`` (default: the first tile's size, which all must share).
+        label_width: pixels for the row labels (default: what the longest line needs).
+    Returns:
+        uint8 [H', W', 3] on white.
+    """
+    h, w = (tile, tile) if tile else rows[0][1][0].shape[:2]
+    font = ImageFont.load_default(size=max(11, min(h, 256) // 9))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines = [line for label, _ in rows for line in label.split("\n")]
+    width = label_width if label_width is not None else \
+        12 + max(int(measure.textlength(line, font=font)) for line in lines)
+    header = int(font.size * 1.6) if column_labels else 0
+    columns = max(len(tiles) for _, tiles in rows)
+    sheet = Image.new("RGB", (width + columns * w, header + len(rows) * h), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for c, text in enumerate(column_labels):
+        draw.text((width + c * w + w / 2, header / 2), text, fill=(0, 0, 0), font=font, anchor="mm")
+    for r, (label, tiles) in enumerate(rows):
+        draw.multiline_text((6, header + r * h + h / 2), label, fill=(0, 0, 0), font=font, anchor="lm")
+        for c, image in enumerate(tiles):
+            im = Image.fromarray(image)
+            if tile:
+                im = im.resize((tile, tile), Image.Resampling.LANCZOS)
+            elif im.size != (w, h):
+                raise ValueError(f"tiles differ in size: {im.size} and {(w, h)}")
+            sheet.paste(im, (width + c * w, header + r * h))
+    return np.asarray(sheet)
 
 
 def pingpong(frames: Sequence[np.ndarray]) -> list[np.ndarray]:

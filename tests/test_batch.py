@@ -188,7 +188,9 @@ def test_hostile_folder_reports_each_bad_photo_and_completes_the_good_ones(tmp_p
         assert {p.name for p in folder.iterdir()} == INVERT_FILES | {"edits"}
         assert {p.name for p in (folder / "edits/axis0+2").iterdir()} == {"latent.npz", "edited.png",
                                                                          "before_after.png", "edit.json"}
-        assert Image.open(folder / "edits/axis0+2/before_after.png").size == (128, 128)   # 2 views x 2 rows
+        width, height = Image.open(folder / "edits/axis0+2/before_after.png").size      # 2 views x 2 rows, labelled
+        R = Image.open(folder / "aligned.png").size[0]
+        assert 2 * R < width < 2 * R + 200 and 2 * R < height < 2 * R + 40
         assert sorted(json.loads(r["outputs"])) == sorted(p.relative_to(out).as_posix()
                                                           for p in folder.rglob("*") if p.is_file())
         assert json.loads((folder / RECORD_NAME).read_text())["config_hash"] == r["config_hash"]

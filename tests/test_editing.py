@@ -136,6 +136,16 @@ def test_shipped_directions_are_listed(bundled):
     _, info = bundled
     with pytest.raises(DirectionError, match="no direction named 'beard'"):
         resolve_direction("beard", "bundled:heads", info)
+    # Names match whatever their case or separator; a near miss gets a suggestion.
+    smile = resolve_direction("smile", "bundled:heads", info)
+    for spelling in ("Smile", "SMILE"):
+        assert np.array_equal(resolve_direction(spelling, "bundled:heads", info).vector, smile.vector)
+    hair = resolve_direction("hair_color", "bundled:heads", info)
+    assert np.array_equal(resolve_direction("Hair-Color", "bundled:heads", info).vector, hair.vector)
+    with pytest.raises(DirectionError, match="did you mean 'smile'"):
+        resolve_direction("smiel", "bundled:heads", info)
+    with pytest.raises(DirectionError, match="did you mean 'glasses'"):
+        resolve_direction("glases", "bundled:heads", info)
 
 
 def _inverted(tmp_path: Path) -> Path:
@@ -156,8 +166,14 @@ def test_cli_edit_writes_its_files(tmp_path):
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == {"latent.npz", "edited.png", "before_after.png", "grid.png",
                                                "sweep.gif", "sweep.mp4", "edit.json"}
-    assert Image.open(out / "before_after.png").size == (3 * 64, 2 * 64)
-    assert Image.open(out / "grid.png").size == (3 * 64, 2 * 64)
+    R = Image.open(out / "edited.png").size[0]
+    sheet = np.asarray(Image.open(out / "before_after.png").convert("L"), dtype=np.float64)
+    label, header = sheet.shape[1] - 3 * R, sheet.shape[0] - 2 * R      # labelled rows and columns
+    assert label > 20 and header > 5
+    assert sheet[header:, :label].min() < 100 and sheet[:header, label:].min() < 100      # text in both
+    tiles = sheet[header:, label:]
+    assert np.abs(tiles[:R] - tiles[R:]).mean() > 1           # before, then after
+    assert Image.open(out / "grid.png").size == (3 * R, 2 * R)
     result = CliRunner().invoke(main, ["edit", str(latent), "--edit", "beard=1", "--out", str(out)])
     assert result.exit_code == 1 and "no direction named 'beard'" in result.output
     result = CliRunner().invoke(main, ["edit", str(tmp_path / "none.npz"), "--edit", "smile=1"])

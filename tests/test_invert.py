@@ -298,12 +298,15 @@ def test_cli_invert_aligned_photos_keeps_going_past_bad_ones(tmp_path, bundled):
     photos = demo_photos()[:2]
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     out = tmp_path / "out"
+    (tmp_path / "album").mkdir()
     result = _run("invert", str(photos[0]), str(tmp_path / "missing.jpg"), str(tmp_path / "broken.png"),
-                  str(photos[1]), "--aligned", "--steps", "3", "--out", str(out), "--save-video", "--paste-back")
+                  str(tmp_path / "album"), str(photos[1]), "--aligned", "--steps", "3", "--out", str(out),
+                  "--save-video", "--paste-back")
     assert result.exit_code == 1, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 2 and "missing.jpg" in errors[0] and "broken.png" in errors[1]
-    assert "2 of 4 photos failed" in result.output and "Traceback" not in result.output
+    assert len(errors) == 3 and "missing.jpg" in errors[0] and "broken.png" in errors[1]
+    assert f"stylenerf-edit batch {tmp_path / 'album'} --out" in errors[2]      # a folder: batch is the tool
+    assert "3 of 5 photos failed" in result.output and "Traceback" not in result.output
     # Off a terminal: no carriage returns; unreadable photos reported before any optimisation, then a line per
     # photo as it finishes.
     lines = result.output.splitlines()

@@ -6,6 +6,7 @@ A model directory keeps its directions in ``directions/<attribute>.npz`` (a pick
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Sequence
 
@@ -37,7 +38,13 @@ def resolve_direction(name: str, network: str | Path, info: GeneratorInfo,
         return load_direction(path, generator=info)
     known = available_directions(network, extra_dirs)
     if name not in known:
+        folded = {k.casefold().replace("-", "_"): k for k in known}
+        match = folded.get(name.casefold().replace("-", "_").replace(" ", "_"))
+        if match is not None:            # Smile, SMILE, hair-color
+            return load_direction(known[match], generator=info)
         names = ", ".join(sorted(known)) or "none"
-        raise DirectionError(f"no direction named '{name}' for {info.name} (available: {names}); train one with "
-                             "`stylenerf-edit directions train` or pass a direction .npz file")
+        close = difflib.get_close_matches(name.casefold(), list(folded), n=1, cutoff=0.6)
+        hint = f"did you mean '{folded[close[0]]}'? " if close else ""
+        raise DirectionError(f"no direction named '{name}' for {info.name}; {hint}available: {names}. Train one "
+                             "with `stylenerf-edit directions train` or pass a direction .npz file")
     return load_direction(known[name], generator=info)

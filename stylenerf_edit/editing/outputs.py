@@ -5,7 +5,7 @@ Files in ``out_dir``:
 
     latent.npz          the edited latent (camera and background kept, the edits recorded in its metadata)
     edited.png          the edited face at the latent's own camera
-    before_after.png    top row the original, bottom row the edit, one column per yaw in ``yaws``
+    before_after.png    top row the original, bottom row the edit, one column per yaw in ``yaws``, labelled
     grid.png            the edit over yaws x pitches (when ``pitches`` is given)
     sweep.gif/.mp4      a yaw sweep of the edit (with ``sweep``)
     edit.json           what wrote these files and their SHA-256: a rerun replaces them only while unchanged
@@ -32,7 +32,7 @@ from stylenerf_edit.invert.pti import tuned_for_latent
 from stylenerf_edit.names import safe_output_names
 
 from .edit import Edit, EditCheck, check_edits, clamp_edits, edit_latent, parse_edit, row_group
-from stylenerf_edit.images import contact_sheet, pingpong, save_png, write_gif, write_mp4
+from stylenerf_edit.images import contact_sheet, labelled_sheet, pingpong, save_png, write_gif, write_mp4
 from .views import render_views, view_grid, yaw_sweep
 
 
@@ -89,7 +89,9 @@ def write_edit_outputs(G: Generator, original: Latent, edited: Latent, out_dir: 
              save_png(render_latent(G, edited, [edited.camera])[0], out / "edited.png")]
     views = [edited.camera.with_(yaw=y) for y in yaws]
     before, after = render_latent(G, original, views), render_latent(G, edited, views)
-    files.append(save_png(contact_sheet([*before, *after], columns=len(views)), out / "before_after.png"))
+    label = "after\n" + "\n".join(edited.extra.get("edits", [])) if edited.extra.get("edits") else "after"
+    sheet = labelled_sheet([("before", before), (label, after)], [f"yaw {y:+g}°" for y in yaws])
+    files.append(save_png(sheet, out / "before_after.png"))
     if pitches:
         grid = render_latent(G, edited, view_grid(yaws, pitches, edited.camera))
         files.append(save_png(contact_sheet(list(grid), columns=len(yaws)), out / "grid.png"))

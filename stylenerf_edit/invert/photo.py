@@ -48,7 +48,8 @@ def load_photo(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.
     if not path.exists():
         raise PhotoError(f"{path}: no such file; check the path")
     if path.is_dir():
-        raise PhotoError(f"{path}: is a directory; pass an image file")
+        raise PhotoError(f"{path}: is a folder, not a photo; pass image files (e.g. {Path(path) / '*.jpg'}), or "
+                         f"process the whole folder with `stylenerf-edit batch {path} --out results/`")
     if path.stat().st_size == 0:
         raise PhotoError(f"{path}: the file is empty; pass a JPEG or PNG photo")
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
