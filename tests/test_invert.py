@@ -369,6 +369,33 @@ def test_cli_invert_a_real_photo_uses_landmarks(tmp_path, astronaut_path):
     assert metrics["pose_method"] == "landmarks"
     latent = load_latent(out / "astronaut" / "latent.npz")
     assert latent.alignment["source_size"] == [512, 512]
+    # Two steps fit nothing: the line says so, and what to do.
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
+    assert any("poor fit (LPIPS" in w and "more --steps (now 2) or --pti" in w for w in warnings), result.output
+
+
+def test_a_real_face_given_to_a_model_of_procedural_heads_is_warned_about(tmp_path, astronaut_path, bundled):
+    import shutil
+    from pathlib import Path
+
+    from stylenerf_edit.invert.pipeline import InvertOptions, fit_warnings, prepare_photo
+    from stylenerf_edit.synthetic.dataset import demo_photos
+    from stylenerf_edit.synthetic.distill import DOMAIN
+
+    G, info = bundled
+    model = tmp_path / "heads"
+    shutil.copytree(Path(info.path) if Path(info.path).is_dir() else Path(info.path).parent, model)
+    config = json.loads((model / "config.json").read_text())
+    config["source"]["domain"] = DOMAIN               # what `distill --export` writes
+    (model / "config.json").write_text(json.dumps(config))
+    _, procedural = load_with_info(model)
+    photo = prepare_photo(astronaut_path, G.img_resolution)
+    good = {"psnr": 30.0, "lpips": 0.05}
+    (warning,) = fit_warnings(good, procedural, photo, InvertOptions())
+    assert "draws procedural heads, not real faces" in warning and "--network ffhq_256" in warning
+    assert fit_warnings(good, info, photo, InvertOptions()) == []           # a model without the mark
+    shipped = prepare_photo(demo_photos()[1], G.img_resolution, aligned=True)
+    assert fit_warnings(good, procedural, shipped, InvertOptions()) == []   # its own kind of photo
 
 
 def test_cli_invert_bad_requests(tmp_path):

@@ -192,6 +192,7 @@ class PhotoOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     camera: Camera | None = None
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         """One line: where the photo's results went and how well it fits, or ``error: ...``."""
@@ -201,6 +202,29 @@ class PhotoOutcome:
         tuned = f"  tuned: PSNR {m['pti_psnr']:.2f} dB  LPIPS {m['pti_lpips']:.3f}" if "pti_psnr" in m else ""
         return (f"{self.photo} -> {self.out_dir}  yaw {c.yaw:+.1f} pitch {c.pitch:+.1f}  "
                 f"PSNR {m['psnr']:.2f} dB  LPIPS {m['lpips']:.3f}{tuned}")
+
+
+# A fit this far from the photo (LPIPS, VGG) is not a usable inversion: on the bundled model's procedural
+# benchmark (bench/inversion.py) the worst of the held-out photos reaches 0.10 at the default 300 steps.
+POOR_LPIPS = 0.25
+
+
+def fit_warnings(metrics: dict[str, float], info: GeneratorInfo, prepared: PreparedPhoto,
+                 options: InvertOptions) -> list[str]:
+    """One-line warnings about an inversion: a real face given to a model of procedural heads, a poor fit."""
+    found = []
+    from stylenerf_edit.synthetic.distill import DOMAIN
+
+    if info.extra.get("source", {}).get("domain") == DOMAIN and prepared.face.face is not None:
+        found.append(f"{prepared.path}: {info.name} draws procedural heads, not real faces, so its fit of this photo "
+                     "is a cartoon; invert real photos with an official checkpoint (`stylenerf-edit download "
+                     "ffhq_256`, then --network ffhq_256)")
+    lpips = metrics.get("pti_lpips", metrics["lpips"])
+    if lpips > POOR_LPIPS:
+        more = [f"more --steps (now {options.config.steps})"] + (["--pti"] if options.pti is None else [])
+        found.append(f"{prepared.path}: poor fit (LPIPS {lpips:.3f} > {POOR_LPIPS}); try {' or '.join(more)}, or a "
+                     "model closer to the photo")
+    return found
 
 
 def _inverted_photo(folder: Path) -> str | None:
@@ -363,7 +387,10 @@ def invert_photos(photos: Sequence[str | Path], out_dir: str | Path, network: st
 
                     outcomes[i].metrics.update(tune_photo(G, info, result, p, outcomes[i].out_dir, lpips, options.pti,
                                                           callback=on_tuning_step))
+                outcomes[i].warnings = fit_warnings(outcomes[i].metrics, info, p, options)
                 bar.write(outcomes[i].describe(), stream=sys.stdout)
+                for warning in outcomes[i].warnings:
+                    bar.write(f"warning: {warning}")
     return outcomes
 
 

@@ -65,6 +65,7 @@ from .renderer import PARTS, WORLD_VERSIONS, render_heads
 from .trainset import SetSpec, TrainingSet
 
 TRAINER = "stylenerf_edit.synthetic.distill"
+DOMAIN = "procedural heads"     # what an exported model draws (``source.domain``): the inversion warns on photos
 
 
 class DistillError(StyleNerfEditError):
@@ -507,7 +508,7 @@ def export(out_dir: Path, target: Path) -> Path:
         z = torch.randn(20000, G.cfg.z_dim, generator=torch.Generator().manual_seed(123))
         G.mapping.w_avg.copy_(G.mapping(z)[:, 0].mean(0))
     stages = list(state["history"]) + [_stage_record(state)]
-    return save_pretrained(G.eval(), target, source={"trained_by": TRAINER, "stages": stages})
+    return save_pretrained(G.eval(), target, source={"trained_by": TRAINER, "domain": DOMAIN, "stages": stages})
 
 
 def render_set(out_dir: Path, tc: TrainConfig) -> None:
