@@ -15,6 +15,7 @@ from stylenerf_edit.cli import main
 from stylenerf_edit.generator import describe, load_generator
 from stylenerf_edit.generator.camera import Camera, stack_cameras
 from stylenerf_edit.metrics import psnr
+from stylenerf_edit.synthetic.distill import model_world
 from stylenerf_edit.synthetic.params import background_from_code, head_params_from_z
 from stylenerf_edit.synthetic.predictor import AttributePredictor
 from stylenerf_edit.synthetic.renderer import render_heads
@@ -56,7 +57,9 @@ def pairs(G) -> Pairs:
     z, code = torch.randn(8, 512, generator=g), G.sample_bg_code(8, g)
     cams = [Camera(yaw=float(y), pitch=float(p)) for y, p in zip(torch.linspace(-30, 30, 8), torch.linspace(8, -8, 8))]
     world, intr = stack_cameras(cams)
-    real = render_heads(head_params_from_z(z), world, intr, G.img_resolution, background_from_code(code)).image
+    version = model_world(describe().extra.get("source", {}))      # the world the model was distilled from
+    real = render_heads(head_params_from_z(z), world, intr, G.img_resolution, background_from_code(code),
+                        world=version).image
     return Pairs(z, code, cams, real)
 
 
@@ -105,4 +108,5 @@ def test_render_without_network_uses_the_bundled_model(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["render", "--seed", "0", "--yaw", "15", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     img = np.asarray(Image.open(tmp_path / "seed0000.png"))
-    assert img.shape == (64, 64, 3) and img.std() > 10
+    R = describe().config.img_resolution
+    assert img.shape == (R, R, 3) and img.std() > 10

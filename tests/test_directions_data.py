@@ -55,7 +55,8 @@ def test_samples_do_not_depend_on_chunk_or_batch_size(bundled, prior_dir: Path, 
     a = load_samples(prior_dir)
     b = sample_latents(G, info, tmp_path / "b", 12, seed=3, cameras="prior", chunk_size=3, batch_size=2,
                        progress=False)
-    assert len(a) == len(b) == 12 and a.images.shape == (12, 64, 64, 3) and a.images.dtype == np.uint8
+    R = G.img_resolution
+    assert len(a) == len(b) == 12 and a.images.shape == (12, R, R, 3) and a.images.dtype == np.uint8
     for name in ("z", "w", "cameras", "bg_code"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
     # Batches of other sizes round differently: at most one grey level apart.
@@ -65,7 +66,7 @@ def test_samples_do_not_depend_on_chunk_or_batch_size(bundled, prior_dir: Path, 
     meta = json.loads((prior_dir / "meta.json").read_text())
     assert meta["format"] == "stylenerf-edit-samples" and meta["format_version"] == 1
     assert meta["generator"] == {"name": "bundled:heads", "weights_sha256": info.weights_sha256}
-    assert (meta["n"], meta["seed"], meta["cameras"], meta["chunk_size"], meta["image_size"]) == (12, 3, "prior", 5, 64)
+    assert (meta["n"], meta["seed"], meta["cameras"], meta["chunk_size"], meta["image_size"]) == (12, 3, "prior", 5, R)
     # w is the truncated mapping output the images were rendered from.
     with torch.no_grad():
         w = G.mapping(torch.from_numpy(a.z[:2]), truncation_psi=0.7)[:, 0].numpy()

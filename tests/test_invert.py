@@ -147,10 +147,11 @@ def test_calibrate_pose_on_generator_samples(bundled):
         seen.append(image.shape)
         if len(pending) == 5:
             return None   # a sample without a face is skipped
-        return np.nan_to_num(project_mean_face(cam.with_(yaw=0.8 * cam.yaw, pitch=cam.pitch + 3.0), 64))
+        return np.nan_to_num(project_mean_face(cam.with_(yaw=0.8 * cam.yaw, pitch=cam.pitch + 3.0), R))
 
+    R = G.img_resolution
     cal = calibrate_pose(G, biased_detector, cameras=cameras, batch=4)
-    assert seen == [(64, 64, 3)] * 12 and cal.samples == 11
+    assert seen == [(R, R, 3)] * 12 and cal.samples == 11
     assert cal.yaw_scale == pytest.approx(1.25, abs=1e-3) and cal.yaw_offset == pytest.approx(0, abs=1e-2)
     assert cal.pitch_scale == pytest.approx(1.0, abs=1e-3) and cal.pitch_offset == pytest.approx(-3.0, abs=1e-2)
     assert cal.residual_yaw < 1e-2
@@ -270,7 +271,7 @@ def test_camera_refinement_moves_towards_the_true_view(bundled, lpips):
 
 def test_bad_targets_are_refused(bundled, lpips):
     G, _ = bundled
-    target = torch.full((1, 3, 64, 64), float("nan"))
+    target = torch.full((1, 3, G.img_resolution, G.img_resolution), float("nan"))
     with pytest.raises(ValueError, match="NaN"):
         invert(G, target, [Camera()], lpips, InversionConfig(steps=1))
     with pytest.raises(ValueError, match="steps"):
@@ -316,7 +317,7 @@ def test_cli_invert_aligned_photos_keeps_going_past_bad_ones(tmp_path, bundled):
         d = out / photo.stem
         assert {f.name for f in d.iterdir()} == {"aligned.png", "reconstruction.png", "latent.npz", "metrics.json",
                                                  "optimisation.mp4", "pasted.png"}
-        assert Image.open(d / "aligned.png").size == (64, 64)
+        assert Image.open(d / "aligned.png").size == (info.config.img_resolution,) * 2
         assert Image.open(d / "pasted.png").size == Image.open(photo).size
         metrics = json.loads((d / "metrics.json").read_text())
         assert metrics["pose_method"] == "predictor" and metrics["steps"] == 3 and metrics["psnr"] > 10
@@ -415,8 +416,14 @@ def test_cli_invert_bad_requests(tmp_path):
 
 
 def test_cli_calibrate_pose_refuses_a_model_without_detectable_faces(tmp_path):
-    """dlib finds no face in the bundled model's cartoon heads: the calibration says so instead of fitting noise."""
-    result = _run("calibrate-pose", "--n", "4")
+    """dlib finds no face in an untrained model's blobs: the calibration says so instead of fitting noise."""
+    from stylenerf_edit.generator import save_pretrained
+    from stylenerf_edit.generator.network import Generator
+    from stylenerf_edit.synthetic.distill import bundled_config
+
+    torch.manual_seed(0)
+    model = save_pretrained(Generator(bundled_config(64)), tmp_path / "untrained")
+    result = _run("calibrate-pose", "--network", str(model), "--n", "4")
     assert result.exit_code == 1, result.output
     assert "too few of 4 samples" in result.output and "--pose search" in result.output
     assert len(result.output.strip().splitlines()) == 1

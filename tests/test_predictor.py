@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from stylenerf_edit.errors import CheckpointError
-from stylenerf_edit.synthetic.predictor import AttributePredictor, evaluate, make_set
+from stylenerf_edit.synthetic.predictor import CONFIG_NAME, AttributePredictor, bundled_dir, evaluate, make_set
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,8 @@ def predictor() -> AttributePredictor:
 
 
 def test_accuracy_floor_on_fresh_renders(predictor: AttributePredictor) -> None:
-    images, targets = make_set(96, seed=424242)
+    config = json.loads((bundled_dir() / CONFIG_NAME).read_text())     # the world and size it reads
+    images, targets = make_set(96, seed=424242, resolution=predictor.input_resolution, world=config.get("world", 1))
     ev = evaluate(predictor, images, targets)
     assert ev.glasses_accuracy >= 0.95
     assert ev.smile_mae <= 0.15 and ev.age_mae <= 0.08 and ev.hair_color_mae <= 0.12

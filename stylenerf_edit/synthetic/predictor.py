@@ -123,7 +123,7 @@ def random_views(n: int, gen: torch.Generator, max_yaw: float = 45.0, max_pitch:
     return [Camera(yaw=float(a), pitch=float(b)) for a, b in zip(yaw, pitch)]
 
 
-def make_set(n: int, seed: int, batch: int = 256, resolution: int = INPUT_RESOLUTION, world: int = 1,
+def make_set(n: int, seed: int, batch: int = 256, resolution: int = INPUT_RESOLUTION, world: int = DEFAULT_WORLD,
              supersample: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """n renders [n, 3, resolution, resolution] of ``world`` and their targets [n, 6] (raw-output units)."""
     gen = torch.Generator().manual_seed(seed)
@@ -190,7 +190,7 @@ def evaluate(model: AttributePredictor, images: torch.Tensor, targets: torch.Ten
 
 
 def train(out: Path, n_train: int = 16000, n_val: int = 2000, epochs: int = 8, seed: int = 0,
-          threads: int = 2, device: str = "cpu", world: int = 1, resolution: int = INPUT_RESOLUTION,
+          threads: int = 2, device: str = "cpu", world: int = DEFAULT_WORLD, resolution: int = INPUT_RESOLUTION,
           train_supersample: int = 2, blur: float = 0.0) -> Evaluation:
     """Train on ``n_train`` fresh renders of ``world`` at ``resolution`` (``train_supersample`` rays per pixel
     side: 1 renders four times faster), with a ``blur`` fraction of each batch blurred (:func:`random_blur`),
