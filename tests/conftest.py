@@ -65,3 +65,14 @@ def fixture_pickle(tmp_path_factory: pytest.TempPathFactory, official_kwargs: di
     path = tmp_path_factory.mktemp("pkl") / "fixture_128.pkl"
     write_official_pickle(path, official_kwargs, official_state, use_omegaconf=True)
     return path
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Skips in one line per reason (``-r`` without ``s`` lists each skipped test, dozens for missing fixtures)."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"skipped {n}: {reason}")
