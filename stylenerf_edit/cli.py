@@ -13,9 +13,7 @@ import click
 
 from stylenerf_edit import __version__
 from stylenerf_edit.errors import StyleNerfEditError
-from stylenerf_edit.invert.optimize import InversionConfig
-from stylenerf_edit.invert.pti import PARTS as PTI_PARTS, TuningConfig
-from stylenerf_edit.invert.pipeline import POSE_METHODS
+from stylenerf_edit.invert.settings import POSE_METHODS, PTI_PARTS, InversionConfig, TuningConfig
 
 
 def _friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

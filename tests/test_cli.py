@@ -144,3 +144,15 @@ def test_demo_edit_folders_are_safe_and_stay_inside_out(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "dirs").rglob("*")) == ["a", "axis0.npz", "axis0.npz", "b"]
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["axis0+1", "axis0+1_2", "inversion"]
     assert (out / "axis0+1_2" / "sweep.gif").is_file() and 'src="axis0+1_2/sweep.gif"' in result.index.read_text()
+
+
+def test_the_cli_starts_without_importing_torch() -> None:
+    """`stylenerf-edit --help` and option parsing must not wait for torch (seconds, more on a busy machine); the
+    heavy imports happen inside each command."""
+    code = ("import sys, stylenerf_edit.cli\n"
+            "heavy = [m for m in ('torch', 'torchvision', 'numpy', 'PIL') if m in sys.modules]\n"
+            "print(','.join(heavy))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+    result = CliRunner().invoke(main, ["invert", "--help"])
+    assert result.exit_code == 0 and "--pti-steps" in result.output

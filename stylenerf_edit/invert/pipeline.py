@@ -54,8 +54,8 @@ from .optimize import InversionConfig, InversionResult, invert, lpips_input
 from .photo import load_photo
 from .pose import PoseCalibration, PoseError, pose_from_landmarks, search_pose
 from .pti import TUNING_NAME, TuningConfig, apply_tuning, save_tuning, tune
+from .settings import POSE_METHODS
 
-POSE_METHODS = ("auto", "landmarks", "predictor", "search")
 CALIBRATION_NAME = "pose_calibration.json"
 PREDICTOR_CONFIG = "predictor.json"
 

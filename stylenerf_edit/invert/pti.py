@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -37,40 +36,12 @@ from stylenerf_edit.generator.network import Generator
 
 from .lpips import LPIPS
 from .optimize import lpips_input
+from .settings import TuningConfig
 
 TUNING_NAME = "tuning.safetensors"
 TUNING_FORMAT = "stylenerf-edit-tuning"
-PARTS = ("upsampler", "nerf", "all")
-
-
 class TuningError(StyleNerfEditError):
     """A tuning file is missing, malformed or made for other weights."""
-
-
-@dataclass
-class TuningConfig:
-    """Pivotal-tuning settings; every knob is a CLI option of ``invert --pti``."""
-
-    steps: int = 80
-    lr: float = 3e-4               # Adam, on the equalised-lr parameters as stored
-    parts: str = "upsampler"       # which parameters change: upsampler, nerf or all
-    lpips_weight: float = 1.0
-    mse_weight: float = 1.0
-    locality_weight: float = 1.0   # random nearby latents keep their renders (0: off)
-    locality_step: float = 0.3     # how far from the pivot toward a random sample those latents lie
-    multiview_weight: float = 1.0  # the pivot's renders at other cameras are kept (0: off, "naive PTI")
-    views: int = 6                 # prior cameras of the multi-view regulariser
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.parts not in PARTS:
-            raise ValueError(f"parts must be one of {', '.join(PARTS)}, got {self.parts!r}")
-        if self.steps < 1 or self.views < 1:
-            raise ValueError("steps and views must be at least 1")
-        for name in ("lr", "lpips_weight", "mse_weight", "locality_weight", "locality_step", "multiview_weight"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
 @dataclass

@@ -1,0 +1,86 @@
+"""The settings of an inversion and of pivotal tuning, without torch: the CLI reads their defaults at start-up,
+which must not wait for torch and torchvision to import (seconds on a busy machine)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+POSE_METHODS = ("auto", "landmarks", "predictor", "search")
+PTI_PARTS = ("upsampler", "nerf", "all")
+
+LPIPS_MAX_RESOLUTION = 256   # LPIPS sees at most this size (area-downsampled), as in StyleGAN2's projector
+
+
+@dataclass
+class InversionConfig:
+    """Optimisation settings; the defaults suit the bundled model and the official FFHQ models alike."""
+
+    steps: int = 300
+    w_lr: float = 0.02              # Adam step on W+ (w units; w varies by ~1 per coordinate)
+    # Adam step on yaw/pitch in degrees: small, so a good initial estimate is kept while W+ is still far from the
+    # photo (larger steps let the camera chase W's early errors: 2.0 deg median error at 0.4 from 0.8 deg).
+    camera_lr: float = 0.1
+    bg_lr: float = 0.05             # Adam step on the background code
+    warmup: float = 0.05            # fraction of the steps with a linear learning-rate ramp-up
+    rampdown: float = 0.25          # fraction of the steps with a cosine ramp-down to zero
+    lpips_weight: float = 1.0
+    mse_weight: float = 1.0         # pixel MSE on [-1, 1] images
+    w_avg_weight: float = 0.0       # mean squared distance of the W+ rows to w_avg
+    spread_weight: float = 0.0      # mean squared distance of the W+ rows to their own mean
+    pose_prior_weight: float = 0.01  # negative log-density of the camera under the generator's pose prior
+    refine_camera: bool = True
+    fit_background: bool = True
+    nerf_grad: bool = True          # False: the official eval mode, NeRF rows and background frozen
+    # 1: every photo goes through the generator on its own, so its result is bit-identical whatever its batch mates.
+    # More: that many photos per generator call, faster (most on a GPU); results then depend on batch mates through
+    # float rounding only (batched products round in another order: <= 0.07 in w, 0.04 dB after 300 steps).
+    photos_per_pass: int = 1
+    # LPIPS (VGG16) sees the images area-downsampled to at most this size. At 256 px it is most of a CPU step's
+    # arithmetic (about 80 of 130 GFLOP with its backward): 128 makes that 4x cheaper (bench/inversion_speed.py).
+    # The reported ``lpips`` metric always uses LPIPS_MAX_RESOLUTION.
+    lpips_resolution: int = LPIPS_MAX_RESOLUTION
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.photos_per_pass < 1:
+            raise ValueError(f"photos_per_pass must be >= 1, got {self.photos_per_pass}")
+        if not 32 <= self.lpips_resolution <= LPIPS_MAX_RESOLUTION:
+            raise ValueError(f"lpips_resolution must be 32 to {LPIPS_MAX_RESOLUTION}, got {self.lpips_resolution}")
+        for name in ("w_lr", "camera_lr", "bg_lr", "lpips_weight", "mse_weight", "w_avg_weight", "spread_weight",
+                     "pose_prior_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+
+    @classmethod
+    def frozen_nerf(cls, steps: int = 300) -> "InversionConfig":
+        """Camera kept, NeRF rows and background frozen (the official inversion's constraints): upsampler rows only."""
+        return cls(steps=steps, refine_camera=False, fit_background=False, nerf_grad=False)
+
+
+@dataclass
+class TuningConfig:
+    """Pivotal-tuning settings; every knob is a CLI option of ``invert --pti``."""
+
+    steps: int = 80
+    lr: float = 3e-4               # Adam, on the equalised-lr parameters as stored
+    parts: str = "upsampler"       # which parameters change: upsampler, nerf or all
+    lpips_weight: float = 1.0
+    mse_weight: float = 1.0
+    locality_weight: float = 1.0   # random nearby latents keep their renders (0: off)
+    locality_step: float = 0.3     # how far from the pivot toward a random sample those latents lie
+    multiview_weight: float = 1.0  # the pivot's renders at other cameras are kept (0: off, "naive PTI")
+    views: int = 6                 # prior cameras of the multi-view regulariser
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.parts not in PTI_PARTS:
+            raise ValueError(f"parts must be one of {', '.join(PTI_PARTS)}, got {self.parts!r}")
+        if self.steps < 1 or self.views < 1:
+            raise ValueError("steps and views must be at least 1")
+        for name in ("lr", "lpips_weight", "mse_weight", "locality_weight", "locality_step", "multiview_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
