@@ -387,9 +387,10 @@ def label(photos: tuple[Path, ...], spec: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("latent", type=click.Path(path_type=Path))
-@click.option("--edit", "edits", multiple=True, required=True, metavar="NAME=STRENGTH",
+@click.option("--edit", "edits", multiple=True, metavar="NAME=STRENGTH",
               help="Direction (a name from `directions list` or a .npz) and strength in standard deviations of "
-                   "the population along it, e.g. smile=2 (repeatable; edits add up).")
+                   "the population along it, e.g. smile=2 (repeatable; edits add up). None: the latent as "
+                   "inverted, from the views asked for.")
 @click.option("--network", default="bundled:heads", show_default=True,
               help="The generator the latent was inverted with.")
 @click.option("--rows", default=None, help="Apply only on these W+ rows: all, nerf, geometry, appearance, "
@@ -421,7 +422,8 @@ def edit(latent: Path, edits: tuple[str, ...], network: str, rows: str | None, e
                        "or --clamp)", err=True)
     if clamp and result.clamped:
         click.echo("clamped to the model's range: " + ", ".join(e.describe() for e in result.clamped), err=True)
-    click.echo(f"{', '.join(result.latent.extra['edits'])}: " + " ".join(str(f) for f in result.files))
+    click.echo(f"{', '.join(result.latent.extra.get('edits', [])) or 'unedited'}: "
+               + " ".join(str(f) for f in result.files))
 
 
 @main.command()

@@ -174,6 +174,13 @@ def test_cli_edit_writes_its_files(tmp_path):
     tiles = sheet[header:, label:]
     assert np.abs(tiles[:R] - tiles[R:]).mean() > 1           # before, then after
     assert Image.open(out / "grid.png").size == (3 * R, 2 * R)
+    # Without --edit: the latent as inverted, one unedited row, the same still as `render` draws.
+    result = CliRunner().invoke(main, ["edit", str(latent), "--views", "-20:20:3", "--out", str(tmp_path / "plain")])
+    assert result.exit_code == 0 and result.output.startswith("unedited: "), result.output
+    assert Image.open(tmp_path / "plain" / "before_after.png").size[1] - R == header
+    assert CliRunner().invoke(main, ["render", str(latent), "--out", str(tmp_path / "r")]).exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "plain" / "edited.png")),
+                          np.asarray(Image.open(tmp_path / "r" / f"{latent.parent.name}.png")))
     result = CliRunner().invoke(main, ["edit", str(latent), "--edit", "beard=1", "--out", str(out)])
     assert result.exit_code == 1 and "no direction named 'beard'" in result.output
     result = CliRunner().invoke(main, ["edit", str(tmp_path / "none.npz"), "--edit", "smile=1"])

@@ -172,7 +172,9 @@ def edit_delta(edits: Sequence[Edit], num_ws: int) -> torch.Tensor:
 
 
 def apply_edits(ws: torch.Tensor, edits: Sequence[Edit]) -> torch.Tensor:
-    """ws [num_ws, w_dim] or [B, num_ws, w_dim] plus the edits' offset (same shape)."""
+    """ws [num_ws, w_dim] or [B, num_ws, w_dim] plus the edits' offset (same shape; a copy when there are none)."""
+    if not edits:
+        return ws.clone()
     num_ws = ws.shape[-2]
     return ws + edit_delta(edits, num_ws).to(ws.device, ws.dtype)
 

@@ -5,7 +5,8 @@ Files in ``out_dir``:
 
     latent.npz          the edited latent (camera and background kept, the edits recorded in its metadata)
     edited.png          the edited face at the latent's own camera
-    before_after.png    top row the original, bottom row the edit, one column per yaw in ``yaws``, labelled
+    before_after.png    top row the original, bottom row the edit, one column per yaw in ``yaws``, labelled (one
+                        row when there is no edit)
     grid.png            the edit over yaws x pitches (when ``pitches`` is given)
     sweep.gif/.mp4      a yaw sweep of the edit (with ``sweep``)
     edit.json           what wrote these files and their SHA-256: a rerun replaces them only while unchanged
@@ -88,9 +89,13 @@ def write_edit_outputs(G: Generator, original: Latent, edited: Latent, out_dir: 
     files = [save_latent(edited, out / "latent.npz"),
              save_png(render_latent(G, edited, [edited.camera])[0], out / "edited.png")]
     views = [edited.camera.with_(yaw=y) for y in yaws]
-    before, after = render_latent(G, original, views), render_latent(G, edited, views)
-    label = "after\n" + "\n".join(edited.extra.get("edits", [])) if edited.extra.get("edits") else "after"
-    sheet = labelled_sheet([("before", before), (label, after)], [f"yaw {y:+g}°" for y in yaws])
+    columns = [f"yaw {y:+g}°" for y in yaws]
+    applied = edited.extra.get("edits", [])[len(original.extra.get("edits", [])):]
+    if applied:
+        before, after = render_latent(G, original, views), render_latent(G, edited, views)
+        sheet = labelled_sheet([("before", before), ("after\n" + "\n".join(applied), after)], columns)
+    else:       # no edit: the latent as it is, one row
+        sheet = labelled_sheet([("unedited", render_latent(G, edited, views))], columns)
     files.append(save_png(sheet, out / "before_after.png"))
     if pitches:
         grid = render_latent(G, edited, view_grid(yaws, pitches, edited.camera))
