@@ -57,8 +57,14 @@ def _parse_seeds(_ctx: click.Context, _param: click.Parameter, value: str | None
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="stylenerf-edit")
-def main() -> None:
+@click.option("--threads", type=click.IntRange(1, 1024), default=None, envvar="STYLENERF_EDIT_THREADS",
+              help="CPU threads for torch (default: one per core). On a machine shared with other jobs, 1 or 2 "
+                   "keeps each job from slowing the others down; env STYLENERF_EDIT_THREADS.")
+def main(threads: int | None) -> None:
     """Invert portraits into StyleNeRF, edit them, and render them from new viewpoints."""
+    from stylenerf_edit.threads import configure_threads
+
+    configure_threads(threads)
 
 
 @main.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,20 @@ def test_the_cli_starts_without_importing_torch() -> None:
     assert out.stdout.strip() == ""
     result = CliRunner().invoke(main, ["invert", "--help"])
     assert result.exit_code == 0 and "--pti-steps" in result.output
+
+
+def test_threads_and_the_wait_policy_are_set_before_any_command(monkeypatch) -> None:
+    import torch
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(main, ["--threads", "1", "info", "bundled:heads"])
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 1 and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+        monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")           # the user's choice wins
+        assert CliRunner().invoke(main, ["info", "bundled:heads"]).exit_code == 0
+        assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+        assert CliRunner().invoke(main, ["--threads", "0", "info", "bundled:heads"]).exit_code == 2
+    finally:
+        torch.set_num_threads(before)
