@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from stylenerf_edit.images import contact_sheet, save_png, to_uint8
+from stylenerf_edit.images import contact_sheet, labelled_sheet, save_png, to_uint8
 from stylenerf_edit.generator import load_generator
 from stylenerf_edit.generator.camera import Camera, stack_cameras
+from stylenerf_edit.invert.align import align_photo, paste_back
 from stylenerf_edit.invert.latent import load_latent
 from stylenerf_edit.invert.optimize import InversionConfig
 from stylenerf_edit.invert.pipeline import InvertOptions, invert_photos
@@ -74,6 +75,24 @@ def real_photos(G, steps: int, work: Path) -> None:
         metrics = json.loads((d / "metrics.json").read_text())
         print(photo.name, {k: metrics[k] for k in ("pose_method", "psnr", "lpips")}, metrics["camera"])
     save_png(contact_sheet(rows, columns=6), HERE / "inversion_real.png")
+    paste_back_figure(photos[1], out / photos[1].stem, G.img_resolution)
+
+
+def paste_back_figure(photo: Path, folder: Path, resolution: int) -> None:
+    """docs/paste_back.png: the photo, the reconstruction pasted as the aligned square, and blended through the
+    face region (the default), each cropped around the aligned square."""
+    original = load_photo(photo)
+    face = align_photo(photo, resolution)
+    recon = np.asarray(Image.open(folder / "reconstruction.png").convert("RGB"))
+    square = paste_back(original, recon, face.alignment)
+    blended = paste_back(original, recon, face.alignment, landmarks=face.landmarks)
+    assert np.array_equal(blended, load_photo(folder / "pasted.png"))      # what `invert --paste-back` wrote
+    (x0, y0), (x1, y1) = face.alignment.quad.min(0) - 40, face.alignment.quad.max(0) + 40
+    box = tuple(int(v) for v in (max(x0, 0), max(y0, 0), min(x1, original.shape[1]), min(y1, original.shape[0])))
+    crops = [np.asarray(Image.fromarray(im).crop(box).resize((320, 320), Image.Resampling.LANCZOS))
+             for im in (original, square, blended)]
+    save_png(labelled_sheet([("", crops)], ["photo", "--paste-region square", "face region (default)"]),
+             HERE / "paste_back.png")
 
 
 def procedural_photos(G, steps: int, work: Path) -> None:
