@@ -36,11 +36,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from stylenerf_edit import __version__
 from stylenerf_edit.errors import one_line
 from stylenerf_edit.files import NpzError, NpzReader, save_npz
+from stylenerf_edit.progress import Progress
 from stylenerf_edit.invert.landmarks import detect_faces
 from stylenerf_edit.invert.pose import PoseError, raw_pose_from_landmarks
 from stylenerf_edit.synthetic.predictor import ATTRIBUTES, WEIGHTS_NAME, AttributePredictor, bundled_dir
@@ -446,8 +446,7 @@ def label_samples(sample_dir: str | Path, labeler: Labeler, progress: bool = Tru
     parts_dir = directory / f"labels_{labeler.name}.parts"
     parts_dir.mkdir(exist_ok=True)
     scores: dict[str, list[np.ndarray]] = {a: [] for a in attributes}
-    with tqdm(total=meta["n"], unit="image", desc=f"labelling ({labeler.name})", disable=not progress,
-              dynamic_ncols=True) as bar:
+    with Progress(meta["n"], f"labelling ({labeler.name})", "image", enabled=progress) as bar:
         for k, indices in enumerate(chunk_ranges(meta)):
             part_path = parts_dir / f"chunk_{k:05d}.npz"
             part = _valid_part(part_path, fingerprint, meta["key"], indices, attributes)

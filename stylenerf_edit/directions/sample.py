@@ -40,7 +40,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from stylenerf_edit import __version__
 from stylenerf_edit.images import to_uint8
@@ -49,6 +48,7 @@ from stylenerf_edit.files import NpzError, NpzReader, save_npz, write_text
 from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import GeneratorInfo
 from stylenerf_edit.generator.network import Generator
+from stylenerf_edit.progress import Progress
 
 FORMAT = "stylenerf-edit-samples"
 FORMAT_VERSION = 1
@@ -298,8 +298,8 @@ def sample_latents(G: Generator, info: GeneratorInfo, out_dir: str | Path, n: in
     write_text(out / META_NAME, json.dumps(meta, indent=2) + "\n")
     ranges = chunk_ranges(meta)
     todo = [(k, r) for k, r in enumerate(ranges) if not _is_complete(chunk_path(out, k), meta, r)]
-    with tqdm(total=n, initial=n - sum(len(r) for _, r in todo), unit="sample", desc="sampling",
-              disable=not progress, dynamic_ncols=True) as bar:
+    with Progress(n, "sampling", "sample", enabled=progress) as bar:
+        bar.set(n - sum(len(r) for _, r in todo))
         for k, r in todo:
             save_npz(chunk_path(out, k), _make_chunk(G, meta, r, batch_size, bar))
     return load_samples(out, images=load_images)
