@@ -200,7 +200,7 @@ def _draw(G: Generator, seed: int, index: int, cameras: str) -> tuple[torch.Tens
 
 @torch.no_grad()
 def _make_chunk(G: Generator, meta: dict[str, Any], indices: range, batch_size: int,
-                bar: Any) -> dict[str, np.ndarray]:
+                bar: Progress) -> dict[str, np.ndarray]:
     drawn = [_draw(G, meta["seed"], i, meta["cameras"]) for i in indices]
     z = torch.stack([d[0] for d in drawn])
     bg = torch.stack([d[1] for d in drawn])
