@@ -35,6 +35,11 @@ Arms (all but the last use this project's optimiser, loss and schedule, ``--step
   figure is the tuned generator's, and the time includes the tuning;
 * ``ours+pti-naive``: the same without the multi-view regulariser (what it buys for the other views).
 
+For the PTI arms also the edits: each shipped direction at strength +2 on every latent, rendered at the
+photo's camera by the base and by the tuned generator, read by the bundled attribute predictor; ``edit_kept``
+is the tuned generator's change over the base generator's (1.0: the edit does on the tuned generator exactly
+what it does untuned), per attribute (median over the photos) and as their median.
+
     python bench/inversion.py [--n 20] [--steps 300] [--official-steps 1000] [--methods ours,frontal-frozen-nerf]
         [--json out.json]
 """
@@ -178,6 +183,36 @@ def initial_cameras(G: Generator, network: str, lpips: LPIPS, chunk: list, gt: l
     return [c for c, _ in estimate_cameras(G, network, chunk, source, lpips)]
 
 
+EDIT_STRENGTH = 2.0
+
+
+def edit_kept(G: Generator, models: list[Generator], results: list, network: str) -> list[dict[str, float]]:
+    """Per photo: for each shipped direction, the predictor's change under an edit of ``EDIT_STRENGTH`` rendered
+    by the photo's tuned generator over the same change rendered by the base generator."""
+    from stylenerf_edit.directions.library import available_directions
+    from stylenerf_edit.directions.direction import load_direction
+    from stylenerf_edit.editing.edit import Edit, apply_edits
+    from stylenerf_edit.synthetic.predictor import AttributePredictor
+
+    predictor = AttributePredictor.from_pretrained()
+    directions = {a: load_direction(f) for a, f in sorted(available_directions(network).items())}
+    rows = []
+    with torch.no_grad():
+        for model, r in zip(models, results):
+            row = {}
+            for a, d in directions.items():
+                ws = torch.stack([r.ws, apply_edits(r.ws, [Edit(d, EDIT_STRENGTH)])])
+                change = {}
+                for name, gen in (("base", G), ("tuned", model)):
+                    img = gen.synthesize(ws, [r.camera] * 2, r.bg_code[None].expand(2, -1)).img
+                    score = predictor.predict(img)[a]
+                    change[name] = float(score[1] - score[0])
+                row[f"edit_kept_{a}"] = change["tuned"] / change["base"] if abs(change["base"]) > 1e-6 else 1.0
+            row["edit_kept"] = statistics.median(row.values()) if row else 1.0
+            rows.append(row)
+    return rows
+
+
 def run_method(G: Generator, network: str, lpips: LPIPS, photos: list, truth: list[dict], setup: Arm,
                batch: int) -> dict:
     rows = []
@@ -208,6 +243,7 @@ def run_method(G: Generator, network: str, lpips: LPIPS, photos: list, truth: li
             for yaw in NOVEL_YAWS:
                 img, target = torch.cat(novel_images[yaw]), true_views(gt, yaw, G.img_resolution)
                 novel[yaw] = (psnr(img, target), lpips(img, target).reshape(-1))
+        kept = edit_kept(G, models, results, network) if setup.pti is not None else [{}] * len(results)
         for k, (r, t, c0) in enumerate(zip(results, gt, cams0)):
             rows.append({"psnr": float(input_psnr[k]), "lpips": float(input_lpips[k]),
                          "yaw_err": abs(r.camera.yaw - t["camera"]["yaw"]),
@@ -216,8 +252,8 @@ def run_method(G: Generator, network: str, lpips: LPIPS, photos: list, truth: li
                          "init_pitch_err": abs(c0.pitch - t["camera"]["pitch"]),
                          "novel_psnr": float(sum(novel[y][0][k] for y in NOVEL_YAWS) / len(NOVEL_YAWS)),
                          "novel_lpips": float(sum(novel[y][1][k] for y in NOVEL_YAWS) / len(NOVEL_YAWS)),
-                         "seconds": seconds})
-    keys = rows[0].keys()
+                         "seconds": seconds, **kept[k]})
+    keys = [k for k in rows[0] if all(k in r for r in rows)]
     return {"setup": {"config": asdict(setup.config), "camera": setup.camera,
                       "official_start": setup.official_start, "pti": asdict(setup.pti) if setup.pti else None},
             "median": {k: statistics.median(r[k] for r in rows) for k in keys},
@@ -266,6 +302,11 @@ def main() -> None:
         print(f"| {method} | {m['psnr']:.2f} | {m['lpips']:.3f} | {m['yaw_err']:.2f} | {m['pitch_err']:.2f} | "
               f"{m['init_yaw_err']:.2f} | {m['init_pitch_err']:.2f} | {m['novel_psnr']:.2f} | "
               f"{m['novel_lpips']:.3f} | {m['seconds']:.1f} |", flush=True)
+    for method, res in report["methods"].items():
+        kept = {k.removeprefix("edit_kept_"): v for k, v in res["median"].items() if k.startswith("edit_kept_")}
+        if kept:
+            print(f"{method}: edits kept on the tuned generator (median over photos, strength {EDIT_STRENGTH:+g}): "
+                  + ", ".join(f"{a} {v:.2f}" for a, v in kept.items()) + f"; median {res['median']['edit_kept']:.2f}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
 
