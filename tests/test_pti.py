@@ -91,7 +91,7 @@ def test_invert_with_pti_then_edit_uses_the_tuning(tmp_path):
 
     photo = demo_photos()[1]
     result = CliRunner().invoke(main, ["invert", str(photo), "--aligned", "--steps", "20", "--pti", "--pti-steps", "8",
-                                       "--pti-lr", "1e-2", "--out", str(tmp_path / "inv")])
+                                       "--pti-lr", "3e-3", "--out", str(tmp_path / "inv")])
     assert result.exit_code == 0, result.output
     folder = tmp_path / "inv" / photo.stem
     metrics = json.loads((folder / "metrics.json").read_text())
