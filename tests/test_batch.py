@@ -332,7 +332,9 @@ def test_a_failing_photo_does_not_take_its_batch_mates_down(tmp_path, monkeypatc
     from stylenerf_edit.invert.optimize import invert
 
     src = _aligned_folder(tmp_path, 3)
-    poison = worker.prepare_photo(src / "sub/p1.png", 64, aligned=True).target
+    from stylenerf_edit.generator import describe
+
+    poison = worker.prepare_photo(src / "sub/p1.png", describe().config.img_resolution, aligned=True).target
 
     def invert_unless_poisoned(G, targets, *args, **kwargs):
         if any(torch.equal(t.cpu(), poison) for t in targets):
