@@ -384,17 +384,22 @@ def test_a_real_face_given_to_a_model_of_procedural_heads_is_warned_about(tmp_pa
     from stylenerf_edit.synthetic.distill import DOMAIN
 
     G, info = bundled
-    model = tmp_path / "heads"
-    shutil.copytree(Path(info.path) if Path(info.path).is_dir() else Path(info.path).parent, model)
-    config = json.loads((model / "config.json").read_text())
-    config["source"]["domain"] = DOMAIN               # what `distill --export` writes
-    (model / "config.json").write_text(json.dumps(config))
-    _, procedural = load_with_info(model)
+    marked = {}
+    for name, domain in (("procedural", DOMAIN), ("unmarked", None)):
+        model = tmp_path / name
+        shutil.copytree(Path(info.path) if Path(info.path).is_dir() else Path(info.path).parent, model)
+        config = json.loads((model / "config.json").read_text())
+        config["source"].pop("domain", None)
+        if domain:
+            config["source"]["domain"] = domain       # what `distill --export` writes
+        (model / "config.json").write_text(json.dumps(config))
+        marked[name] = load_with_info(model)[1]
+    procedural = marked["procedural"]
     photo = prepare_photo(astronaut_path, G.img_resolution)
     good = {"psnr": 30.0, "lpips": 0.05}
     (warning,) = fit_warnings(good, procedural, photo, InvertOptions())
     assert "draws procedural heads, not real faces" in warning and "--network ffhq_256" in warning
-    assert fit_warnings(good, info, photo, InvertOptions()) == []           # a model without the mark
+    assert fit_warnings(good, marked["unmarked"], photo, InvertOptions()) == []      # a model without the mark
     shipped = prepare_photo(demo_photos()[1], G.img_resolution, aligned=True)
     assert fit_warnings(good, procedural, shipped, InvertOptions()) == []   # its own kind of photo
 
