@@ -48,14 +48,14 @@ def _latent(G, info, seed: int = 0) -> Latent:
 
 def test_row_groups_of_the_bundled_model(bundled):
     G, _ = bundled
-    assert G.num_ws == 9 and G.cfg.fg_layers == 4
+    assert G.num_ws == 11 and G.cfg.fg_layers == 4
     assert row_group(G.cfg, "geometry") == [0, 1, 2, 3, 4]
     assert row_group(G.cfg, "appearance") == [5]
     assert row_group(G.cfg, "nerf") == [0, 1, 2, 3, 4, 5]
-    assert row_group(G.cfg, "upsampler") == [6, 7, 8]
-    assert row_group(G.cfg, "all") == list(range(9))
+    assert row_group(G.cfg, "upsampler") == [6, 7, 8, 9, 10]
+    assert row_group(G.cfg, "all") == list(range(11))
     assert row_group(G.cfg, "0-2, 7") == [0, 1, 2, 7]
-    for bad in ("colour", "3-x", "0-9", ""):
+    for bad in ("colour", "3-x", "0-11", ""):
         with pytest.raises(EditError):
             row_group(G.cfg, bad)
 

@@ -16,12 +16,12 @@ from stylenerf_edit.images import to_uint8
 from stylenerf_edit.generator.camera import Camera, stack_cameras
 from stylenerf_edit.synthetic.dataset import sample_latents
 from stylenerf_edit.synthetic.params import PARAM_RANGES, HeadParams, background_from_code, head_params_from_z
-from stylenerf_edit.synthetic.renderer import render_heads
+from stylenerf_edit.synthetic.renderer import DEFAULT_WORLD, render_heads
 
 
-def render(params: HeadParams, cameras: list[Camera], res: int = 64, bg: float = 0.5):
+def render(params: HeadParams, cameras: list[Camera], res: int = 64, bg: float = 0.5, version: int = DEFAULT_WORLD):
     world, intr = stack_cameras(cameras)
-    return render_heads(params, world, intr, res, torch.full((len(cameras), 3), bg))
+    return render_heads(params, world, intr, res, torch.full((len(cameras), 3), bg), world=version)
 
 
 def test_params_from_z_are_deterministic_and_in_range() -> None:
@@ -46,13 +46,20 @@ def test_renderer_is_deterministic() -> None:
     assert a.image.shape == (3, 3, 64, 64) and a.image.min() >= -1 and a.image.max() <= 1
 
 
-def test_yaw_mirror_symmetry() -> None:
-    """A symmetric head lit from the front, seen at +yaw, is the mirror image of the view at -yaw."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_yaw_mirror_symmetry(version: int) -> None:
+    """A symmetric head lit from the front, seen at +yaw, is the mirror image of the view at -yaw. (World 2 draws
+    thin hard-edged features, whose pixels on an exact tie may go either way: a few pixels in a thousand differ
+    by more than 0.05.)"""
     p = HeadParams.neutral(2, smile=0.6, glasses=1.0, age=0.7)
     for yaw in (8.0, 27.0):
-        out = render(p, [Camera(yaw=yaw), Camera(yaw=-yaw)])
-        torch.testing.assert_close(out.image[0], out.image[1].flip(-1), atol=2e-3, rtol=0)
-    asym = render(HeadParams.neutral(2, light_azimuth=0.8), [Camera(yaw=20), Camera(yaw=-20)])
+        out = render(p, [Camera(yaw=yaw), Camera(yaw=-yaw)], version=version)
+        diff = (out.image[0] - out.image[1].flip(-1)).abs().amax(0)
+        if version == 1:
+            assert diff.max() <= 2e-3
+        else:
+            assert diff.mean() < 2e-3 and (diff > 0.05).float().mean() < 0.003
+    asym = render(HeadParams.neutral(2, light_azimuth=0.8), [Camera(yaw=20), Camera(yaw=-20)], version=version)
     assert (asym.image[0] - asym.image[1].flip(-1)).abs().max() > 0.05
 
 
@@ -139,7 +146,8 @@ def test_shipped_demo_photos_match_their_ground_truth() -> None:
     for photo in photos:
         gt = json.loads(photo.with_suffix(".json").read_text())
         z, code, cam = sample_latents(gt["seed"], gt["index"])
+        assert gt["world"] == DEFAULT_WORLD          # the shipped model's world
         again = render_heads(head_params_from_z(z[None]), *stack_cameras([cam]), gt["resolution"],
-                             background_from_code(code[None]))
+                             background_from_code(code[None]), world=gt["world"])
         ours = to_uint8(again.image)[0]
         assert np.abs(ours.astype(int) - np.asarray(Image.open(photo))).max() <= 1

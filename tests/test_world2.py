@@ -34,16 +34,15 @@ def luminance(image: torch.Tensor) -> torch.Tensor:
 
 
 def test_world1_renders_exactly_as_before() -> None:
-    """The shipped model is distilled from world 1: its renders are pinned by arrays stored before world 2."""
-    assert DEFAULT_WORLD == 1 and WORLD_VERSIONS == (1, 2)
+    """World 1 (the first bundled model's) is pinned by arrays stored before world 2 existed."""
+    assert DEFAULT_WORLD == 2 and WORLD_VERSIONS == (1, 2)
     g = torch.Generator().manual_seed(11)
     z, code = torch.randn(4, 512, generator=g), torch.randn(4, 32, generator=g) * 0.65
     p = head_params_from_z(z)
     p.glasses = torch.tensor([1.0, 0.0, 1.0, 0.0])
     world, intr = stack_cameras([Camera(yaw=-25, pitch=5), Camera(), Camera(yaw=18, pitch=-8), Camera(yaw=30)])
     ref = np.load(REFERENCE)
-    for out in (render_heads(p, world, intr, 48, background_from_code(code)),
-                render_heads(p, world, intr, 48, background_from_code(code), world=1)):
+    for out in (render_heads(p, world, intr, 48, background_from_code(code), world=1),):
         assert out.parts is None
         for name in ("image", "depth", "mask"):
             torch.testing.assert_close(getattr(out, name), torch.from_numpy(ref[name]), atol=1e-6, rtol=0)
@@ -54,7 +53,7 @@ def test_world_and_parts_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="world version 3"):
         render_heads(HeadParams.neutral(1), world, intr, 16, torch.full((1, 3), 0.5), world=3)
     with pytest.raises(ValueError, match="world 2"):
-        render_heads(HeadParams.neutral(1), world, intr, 16, torch.full((1, 3), 0.5), parts=True)
+        render_heads(HeadParams.neutral(1), world, intr, 16, torch.full((1, 3), 0.5), world=1, parts=True)
     assert render(HeadParams.neutral(1), [Camera()], res=16, parts=False).parts is None
 
 
@@ -211,13 +210,12 @@ def test_world2_is_view_consistent() -> None:
 
 
 def test_predictor_trains_on_world2_at_128_px(tmp_path: Path) -> None:
-    """The predictor takes the world and resolution it learns from; its config records both, and the shipped
-    64-px world-1 predictor still loads unchanged."""
+    """The predictor takes the world and resolution it learns from; its config records both."""
     from stylenerf_edit.synthetic.predictor import AttributePredictor, make_set, train
 
     images, targets = make_set(6, seed=3, resolution=128, world=2, supersample=1)
     assert images.shape == (6, 3, 128, 128) and targets.shape == (6, 6)
-    v1, _ = make_set(6, seed=3)
+    v1, _ = make_set(6, seed=3, resolution=64, world=1)
     assert v1.shape == (6, 3, 64, 64)
     train(tmp_path, n_train=16, n_val=8, epochs=1, threads=1, world=2, resolution=128, train_supersample=1, blur=0.5)
     model = AttributePredictor.from_pretrained(tmp_path)
@@ -226,7 +224,7 @@ def test_predictor_trains_on_world2_at_128_px(tmp_path: Path) -> None:
     assert model.input_resolution == 128 and model.features[0].stride == (2, 2)
     assert set(model.predict(images)) == {"smile", "age", "glasses", "hair_color", "yaw", "pitch"}
     shipped = AttributePredictor.from_pretrained()
-    assert shipped.input_resolution == 64 and shipped.features[0].in_channels == 3
+    assert shipped.input_resolution == 128 and shipped.features[0].in_channels == 3
     with pytest.raises(ValueError, match="power of 2"):
         AttributePredictor(input_resolution=96)
 

@@ -28,7 +28,7 @@ __all__ = ["DEFAULT_WORLD", "PARTS", "WORLD_VERSIONS", "HeadRender", "render_hea
            "ray_vertical_cylinder"]
 
 WORLD_VERSIONS = (1, 2)
-DEFAULT_WORLD = 1  # the world of the shipped model; 2 becomes the default when a model distilled from it ships
+DEFAULT_WORLD = 2  # the world of the shipped model
 SCALE = 0.9  # overall head size: frames the head like an FFHQ crop at the FFHQ camera (fov 12 deg, radius 1)
 
 # Material ids of the primitives (index into the ``t`` stack).
