@@ -159,17 +159,21 @@ def test_the_cli_starts_without_importing_torch() -> None:
     assert result.exit_code == 0 and "--pti-steps" in result.output
 
 
-def test_threads_and_the_wait_policy_are_set_before_any_command(monkeypatch) -> None:
+def test_threads_are_set_before_any_command_and_the_wait_policy_only_when_asked(monkeypatch) -> None:
     import torch
+
+    from stylenerf_edit.threads import configure_threads
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     before = torch.get_num_threads()
     try:
         result = CliRunner().invoke(main, ["--threads", "1", "info", "bundled:heads"])
         assert result.exit_code == 0, result.output
-        assert torch.get_num_threads() == 1 and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+        assert torch.get_num_threads() == 1 and "OMP_WAIT_POLICY" not in os.environ   # the runtime's default
+        configure_threads(wait_policy="PASSIVE")
+        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
         monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")           # the user's choice wins
-        assert CliRunner().invoke(main, ["info", "bundled:heads"]).exit_code == 0
+        configure_threads(wait_policy="PASSIVE")
         assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
         assert CliRunner().invoke(main, ["--threads", "0", "info", "bundled:heads"]).exit_code == 2
     finally:
