@@ -409,19 +409,22 @@ def label(photos: tuple[Path, ...], spec: str, as_json: bool) -> None:
 @click.option("--sweep", is_flag=True, help="Also write sweep.gif and sweep.mp4 of the edited face.")
 @click.option("--clamp", is_flag=True, help="Shorten edits that would take the latent outside the range of the "
               "model's own samples (99 %) along their direction; without it such edits only get a warning.")
+@click.option("--camera", callback=_parse_camera, default=None, metavar="YAW,PITCH",
+              help="View the edit from this camera (degrees) instead of the latent's own; the edited latent keeps it.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("edited"),
               show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @_friendly_errors
 def edit(latent: Path, edits: tuple[str, ...], network: str, rows: str | None, extra: tuple[Path, ...], views: str,
-         pitches: str | None, sweep: bool, clamp: bool, out_dir: Path, device: str) -> None:
+         pitches: str | None, sweep: bool, clamp: bool, camera: tuple[float, float] | None, out_dir: Path,
+         device: str) -> None:
     """Edit an inverted LATENT (.npz) and render it: latent.npz, edited.png, before_after.png (+ grid, sweep)."""
     from stylenerf_edit.editing.outputs import edit_latent_file
     from stylenerf_edit.editing.views import parse_views
 
     result = edit_latent_file(latent, edits, out_dir, network=network, rows=rows, directions=extra,
                               yaws=parse_views(views), pitches=parse_views(pitches) if pitches else None,
-                              sweep=sweep, clamp=clamp, device=device)
+                              sweep=sweep, clamp=clamp, camera=camera, device=device)
     for check in result.checks:
         if not check.inside:
             click.echo(f"warning: {check.describe()}; it may leave what the model learnt (use a smaller strength "
@@ -505,6 +508,29 @@ def batch(input_dir: Path, out_dir: Path, edits: tuple[str, ...], views: str, ne
     click.echo(format_plan(report) if dry_run else format_summary(report))
     if not dry_run and not report.ok:
         sys.exit(1)
+
+
+@main.command()
+@click.option("--network", default="bundled:heads", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback lets other machines in (a warning is printed).")
+@click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True, help="0: any free port.")
+@click.option("--latents", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="A folder of latents (e.g. invert's --out) the page may open; nothing else on disk is reachable.")
+@click.option("--directions", "extra", multiple=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Also offer the directions in this folder (repeatable).")
+@click.option("--device", default="auto", show_default=True)
+@_friendly_errors
+def serve(network: str, host: str, port: int, latents: Path | None, extra: tuple[Path, ...], device: str) -> None:
+    """The editor in a browser: upload a photo, watch it invert, drag the edits and the camera, download."""
+    try:
+        from stylenerf_edit.web.server import serve as run_server
+    except ImportError as e:
+        raise StyleNerfEditError(f"the web editor needs the 'web' extra ({e.name} is missing): "
+                                 "pip install 'stylenerf-edit[web]'") from None
+
+    run_server(network, host=host, port=port, latents=latents, directions=extra, device=device,
+               announce=lambda line: click.echo(line, err=line.startswith("warning")))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from skimage import data as skdata
 
 from stylenerf_edit.errors import FaceModelError, NoFaceError, PhotoError, StyleNerfEditError
 from stylenerf_edit.invert import landmarks as lmk
-from stylenerf_edit.invert.align import (Alignment, align_face, align_photo, aligned_input, ffhq_quad,
-                                         face_mask, paste_back)
+from stylenerf_edit.invert.align import (Alignment, align_face, align_photo, aligned_input, draw_alignment,
+                                         ffhq_quad, face_mask, paste_back)
 from stylenerf_edit.invert.landmarks import Face, detect_faces
 from stylenerf_edit.invert.photo import image_from_array, load_photo
 
@@ -77,6 +77,31 @@ def test_grace_hopper_detection() -> None:
     left, top, right, _ = faces[0].box
     assert (left, right - left) == (161, 216)
     assert faces[0].score == pytest.approx(1.52, abs=0.01)
+
+
+def test_a_weak_detection_larger_than_the_face_does_not_come_first(astronaut: np.ndarray, tmp_path: Path) -> None:
+    # Saved as a JPEG, the astronaut's mission patch becomes a HOG detection larger than her face (score 0.07
+    # against 1.6); largest-first alone aligned the patch.
+    Image.fromarray(astronaut).save(tmp_path / "astronaut.jpg", quality=75)
+    faces = detect_faces(load_photo(tmp_path / "astronaut.jpg"))
+    assert len(faces) == 2 and faces[1].area > faces[0].area and faces[1].score < 0.25 * faces[0].score
+    assert faces[0].box == (179, 83, 267, 171)
+    assert align_photo(tmp_path / "astronaut.jpg", 64).face.box == (179, 83, 267, 171)
+    # Among confident faces the largest still comes first.
+    small, big = (Face((0, 0, 10, 10), 1.0, np.zeros((68, 2)), "dlib-hog"),
+                  Face((0, 0, 20, 20), 0.5, np.zeros((68, 2)), "dlib-hog"))
+    assert lmk.order_faces([small, big]) == [big, small]
+
+
+def test_draw_alignment_shows_the_crop_and_the_detection(astronaut: np.ndarray, astronaut_aligned) -> None:
+    drawn = draw_alignment(astronaut, astronaut_aligned, max_side=256)
+    assert drawn.shape == (256, 256, 3)
+    yellow = (drawn[..., 0] > 200) & (drawn[..., 1] > 180) & (drawn[..., 2] < 80)
+    cyan = (drawn[..., 0] < 80) & (drawn[..., 1] > 180) & (drawn[..., 2] > 200)
+    x, y = np.round((np.array(ASTRONAUT_QUAD) + 0.5) / 2).astype(int).T     # the quad's corners, at half size
+    assert all(yellow[max(0, b - 2):b + 3, max(0, a - 2):a + 3].any() for a, b in zip(x, y))
+    assert cyan[83 // 2:171 // 2, 179 // 2:267 // 2].sum() > 100           # box and landmarks
+    assert not yellow[200:, :].any()
 
 
 def test_large_images_are_detected_on_a_downscaled_copy(astronaut: np.ndarray, astronaut_face: Face) -> None:

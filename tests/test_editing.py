@@ -20,7 +20,7 @@ from stylenerf_edit.editing.edit import (Edit, EditError, apply_edits, check_edi
 from stylenerf_edit.editing.views import parse_views
 from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import load_with_info
-from stylenerf_edit.invert.latent import GeneratorRef, Latent
+from stylenerf_edit.invert.latent import GeneratorRef, Latent, load_latent
 from stylenerf_edit.synthetic.predictor import AttributePredictor
 
 SHIPPED = ("smile", "age", "glasses", "hair_color")
@@ -181,6 +181,17 @@ def test_cli_edit_writes_its_files(tmp_path):
     assert CliRunner().invoke(main, ["render", str(latent), "--out", str(tmp_path / "r")]).exit_code == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "plain" / "edited.png")),
                           np.asarray(Image.open(tmp_path / "r" / f"{latent.parent.name}.png")))
+    # --camera: the edit seen from another view, which the edited latent keeps
+    result = CliRunner().invoke(main, ["edit", str(latent), "--edit", "smile=1", "--camera", "20,-4", "--out",
+                                       str(tmp_path / "turned")])
+    assert result.exit_code == 0, result.output
+    turned = load_latent(tmp_path / "turned" / "latent.npz")
+    assert (turned.camera.yaw, turned.camera.pitch) == (20.0, -4.0)
+    assert CliRunner().invoke(main, ["render", str(tmp_path / "turned" / "latent.npz"), "--out",
+                                     str(tmp_path / "rt")]).exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "turned" / "edited.png")),
+                          np.asarray(Image.open(tmp_path / "rt" / "turned.png")))
+    assert "YAW,PITCH" in CliRunner().invoke(main, ["edit", str(latent), "--camera", "20"]).output
     result = CliRunner().invoke(main, ["edit", str(latent), "--edit", "beard=1", "--out", str(out)])
     assert result.exit_code == 1 and "no direction named 'beard'" in result.output
     result = CliRunner().invoke(main, ["edit", str(tmp_path / "none.npz"), "--edit", "smile=1"])

@@ -328,6 +328,33 @@ def test_cli_invert_aligned_photos_keeps_going_past_bad_ones(tmp_path, bundled):
         assert abs(metrics["initial_camera"]["yaw"] - truth["yaw"]) < 5   # the bundled pose predictor
 
 
+def test_invert_photos_reports_every_step_and_stops_when_its_monitor_raises(tmp_path, bundled):
+    from stylenerf_edit.invert.pipeline import InvertOptions, invert_photos
+    from stylenerf_edit.invert.settings import InversionConfig, TuningConfig
+    from stylenerf_edit.synthetic.dataset import demo_photos
+
+    photo = demo_photos()[0]
+    reports = []
+    options = InvertOptions(config=InversionConfig(steps=3), aligned=True, pti=TuningConfig(steps=2))
+    (outcome,) = invert_photos([photo], tmp_path / "a", options=options, progress=False, monitor=reports.append)
+    assert [(r.stage, r.step, r.steps) for r in reports] == [("invert", 1, 3), ("invert", 2, 3), ("invert", 3, 3),
+                                                              ("tune", 1, 2), ("tune", 2, 2)]
+    assert all(r.photo == photo for r in reports) and reports[2].image.shape == (3, 128, 128)
+    assert reports[2].lpips == pytest.approx(load_latent(outcome.out_dir / "latent.npz").loss_history["lpips"][-1])
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_two(report):
+        if report.step == 2:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        invert_photos([photo], tmp_path / "b", options=InvertOptions(config=InversionConfig(steps=50), aligned=True),
+                      progress=False, monitor=stop_at_two)
+    assert not any((tmp_path / "b").rglob("latent.npz"))
+
+
 def test_cli_invert_names_every_folder_safely_inside_out_and_records_its_photo(tmp_path):
     import os
     import shutil

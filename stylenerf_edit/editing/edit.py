@@ -22,7 +22,7 @@ deviations for a normal spread). An edit that takes a latent past it asks the mo
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -129,15 +129,17 @@ class EditCheck:
                 f"({self.range.low:+.2f} to {self.range.high:+.2f})")
 
 
-def check_edits(G: Generator, ws: torch.Tensor, edits: Sequence[Edit]) -> list[EditCheck]:
-    """Where each of ``edits`` (applied together to ``ws`` [num_ws, w_dim]) lands along its own direction."""
+def check_edits(G: Generator, ws: torch.Tensor, edits: Sequence[Edit],
+                ranges: Mapping[str, SampleRange] | None = None) -> list[EditCheck]:
+    """Where each of ``edits`` (applied together to ``ws`` [num_ws, w_dim]) lands along its own direction;
+    ``ranges`` (by attribute) are :func:`sample_range` results measured before, the others are measured now."""
     def position(d: Direction, r: SampleRange, x: torch.Tensor) -> float:
         return float(d.distance(x.detach().cpu().numpy()[None])[0] - r.mean) / d.spread
 
     edited = apply_edits(ws, edits)
     checks = []
     for e in edits:
-        r = sample_range(G, e.direction)
+        r = (ranges or {}).get(e.direction.attribute) or sample_range(G, e.direction)
         before = position(e.direction, r, ws)
         unit = position(e.direction, r, apply_edits(ws, [replace(e, strength=1.0)])) - before
         checks.append(EditCheck(e, before, position(e.direction, r, edited), unit, r))

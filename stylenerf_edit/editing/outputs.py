@@ -17,7 +17,7 @@ its ``latent.npz``) is refused before anything is written (``files.OwnedOutputs`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import Sequence
 
@@ -112,16 +112,21 @@ def edit_latent_file(latent_path: str | Path, edits: Sequence[str], out_dir: str
                      network: str | Path = "bundled:heads", rows: str | None = None,
                      directions: Sequence[str | Path] = (), yaws: Sequence[float] = (-30.0, -15.0, 0.0, 15.0, 30.0),
                      pitches: Sequence[float] | None = None, sweep: bool = False, frames: int = 24,
-                     max_yaw: float = 30.0, clamp: bool = False, device: str | None = None) -> EditOutputs:
+                     max_yaw: float = 30.0, clamp: bool = False, camera: tuple[float, float] | None = None,
+                     device: str | None = None) -> EditOutputs:
     """Load a latent, apply ``edits`` (``"smile=2"``; a name from the model's directions or a ``.npz``) on
     ``rows`` (a group or list, see :func:`~stylenerf_edit.editing.edit.row_group`; default: each direction's
     own rows) and write the outputs. Each edit is checked against the range of the model's own samples
-    (:func:`~stylenerf_edit.editing.edit.check_edits`); ``clamp`` shortens those that leave it."""
+    (:func:`~stylenerf_edit.editing.edit.check_edits`); ``clamp`` shortens those that leave it. ``camera``
+    (yaw, pitch in degrees) replaces the latent's view: the edited latent keeps it, ``edited.png`` shows it and
+    the yaws of the sheet and sweep turn about it."""
     from stylenerf_edit.directions.library import resolve_direction
 
     G, info = load_with_info(network, device=resolve_device(device))
     original = load_latent(latent_path, generator=info)
     G = tuned_for_latent(G, latent_path, original.ws, info.weights_sha256)   # pivotal tuning, when inverted with it
+    if camera is not None:
+        original = replace(original, camera=original.camera.with_(yaw=camera[0], pitch=camera[1]))
     chosen = None if rows is None else tuple(row_group(G.cfg, rows))
     parsed = [parse_edit(e) for e in edits]
     applied = [Edit(resolve_direction(name, network, info, directions), strength, chosen) for name, strength in parsed]

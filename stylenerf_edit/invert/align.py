@@ -202,6 +202,34 @@ def aligned_input(path: str | os.PathLike, size: int) -> AlignedFace:
     return AlignedFace(crop, Alignment(quad, (height, width), size), None, None)
 
 
+def draw_alignment(image: np.ndarray, face: AlignedFace, max_side: int = 512) -> np.ndarray:
+    """The photo with the aligned crop's square (yellow, its top edge thicker) and the detected face's box and
+    landmarks (cyan) drawn on it, scaled down to at most ``max_side`` pixels: what the alignment did, at a glance.
+
+    Args:
+        image: uint8 [H, W, 3] the photo ``face`` was aligned from.
+    Returns:
+        uint8 [h, w, 3].
+    """
+    check_rgb(image)
+    scale = min(1.0, max_side / max(image.shape[:2]))
+    canvas = Image.fromarray(image)
+    if scale < 1:
+        canvas = canvas.resize((max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
+                               Image.Resampling.LANCZOS)
+    draw = ImageDraw.Draw(canvas)
+    width = max(2, round(max(canvas.size) / 200))
+    quad = (face.alignment.quad + 0.5) * scale
+    draw.polygon([tuple(p) for p in quad], outline=(255, 220, 0), width=width)
+    draw.line([tuple(quad[3]), tuple(quad[0])], fill=(255, 220, 0), width=2 * width)   # the crop's top
+    if face.face is not None:
+        box = np.asarray(face.face.box, dtype=np.float64) * scale
+        draw.rectangle([float(v) for v in box], outline=(0, 220, 255), width=width)
+        for x, y in (face.face.landmarks + 0.5) * scale:
+            draw.ellipse([x - width, y - width, x + width, y + width], fill=(0, 220, 255))
+    return np.asarray(canvas)
+
+
 def face_mask(landmarks: np.ndarray, size: int, *, forehead: float = 0.45, grow: float = 0.06,
               feather: float = 0.06) -> np.ndarray:
     """A soft mask of the face region in aligned space, from its 68 landmarks.

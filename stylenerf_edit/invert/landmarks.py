@@ -95,7 +95,7 @@ def detect_faces(image: np.ndarray, backend: str = "dlib", *, upsample: int = 0,
         device: face-alignment only: the torch device its networks run on.
 
     Returns:
-        The faces, largest box first; empty when there is none.
+        The faces, largest box first (weak detections last, see :func:`order_faces`); empty when there is none.
 
     Raises:
         FaceModelError: the backend or its model files are not installed or cannot be loaded.
@@ -111,7 +111,19 @@ def detect_faces(image: np.ndarray, backend: str = "dlib", *, upsample: int = 0,
         faces = _detect_dlib(image, small, scale, upsample, min_score)
     else:
         faces = _detect_face_alignment(small, scale, min_score, device)
-    return sorted(faces, key=lambda face: face.area, reverse=True)
+    return order_faces(faces)
+
+
+# A detection this much less confident than the photo's best one is taken for a false positive first: dlib's HOG
+# finds the astronaut's round mission patch (score 0.07, box larger than her face, 1.6) once the photo is a JPEG.
+WEAK_FRACTION = 0.25
+
+
+def order_faces(faces: list[Face]) -> list[Face]:
+    """Largest box first among the confident detections (score at least ``WEAK_FRACTION`` of the best one's),
+    then the weak ones, largest first. Scores are compared within one detector's results only."""
+    best = max((f.score for f in faces), default=0.0)
+    return sorted(faces, key=lambda f: (best > 0 and f.score < WEAK_FRACTION * best, -f.area))
 
 
 def _downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:

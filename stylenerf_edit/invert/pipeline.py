@@ -319,9 +319,21 @@ def tune_photo(G: Generator, info: GeneratorInfo, result: InversionResult, prepa
     return scores
 
 
+@dataclass
+class StepReport:
+    """One finished step of :func:`invert_photos`, for a caller that follows the work (the web editor)."""
+
+    photo: Path
+    stage: str                      # "invert" (W+ optimisation) or "tune" (pivotal tuning)
+    step: int                       # 1-based
+    steps: int
+    lpips: float | None = None      # the photo's LPIPS at this step (inversion steps)
+    image: torch.Tensor | None = None   # [3, R, R] the current reconstruction in [-1, 1] (inversion steps)
+
+
 def invert_photos(photos: Sequence[str | Path], out_dir: str | Path, network: str | Path = "bundled:heads",
                   options: InvertOptions | None = None, device: str | None = None,
-                  progress: bool = True) -> list[PhotoOutcome]:
+                  progress: bool = True, monitor: Callable[[StepReport], None] | None = None) -> list[PhotoOutcome]:
     """Invert every photo into ``network`` and write its results under ``out_dir`` (see the module docstring).
 
     Every photo is read and aligned before any optimisation starts; one that fails is reported in its
@@ -329,6 +341,9 @@ def invert_photos(photos: Sequence[str | Path], out_dir: str | Path, network: st
     Progress`: a bar on a terminal, a plain line every 30 s elsewhere) follows the photos' steps, and each
     photo's :meth:`PhotoOutcome.describe` line is printed as soon as it is known (failures to stderr, results to
     stdout).
+
+    ``monitor`` is called with a :class:`StepReport` after every step of every photo; an exception it raises (a
+    cancellation) stops the work there and propagates: the photos finished before it keep their files.
     """
     options = options or InvertOptions()
     out_dir = Path(out_dir)
@@ -368,6 +383,10 @@ def invert_photos(photos: Sequence[str | Path], out_dir: str | Path, network: st
                 bar.set_status(f"{names} step {step + 1}/{steps}, LPIPS {float(terms['lpips'].mean()):.3f}")
                 if recorder is not None:
                     recorder(step, images)
+                if monitor is not None:
+                    for k, (i, _) in enumerate(chunk):
+                        monitor(StepReport(paths[i], "invert", step + 1, steps, float(terms["lpips"][k]),
+                                           images[k].detach()))
 
             t0 = time.time()
             results = invert(G, torch.stack([p.target for p in batch]).to(G.device), [c for c, _ in initial], lpips,
@@ -380,10 +399,12 @@ def invert_photos(photos: Sequence[str | Path], out_dir: str | Path, network: st
                                                           seconds, frames)
                 outcomes[i].camera = result.camera
                 if options.pti is not None:
-                    def on_tuning_step(step: int, terms: dict[str, float], name: str = paths[i].name,
+                    def on_tuning_step(step: int, terms: dict[str, float], photo: Path = paths[i],
                                        base: int = done + k * pti_steps) -> None:
                         bar.set(base + step + 1)
-                        bar.set_status(f"{name} tuning step {step + 1}/{pti_steps}")
+                        bar.set_status(f"{photo.name} tuning step {step + 1}/{pti_steps}")
+                        if monitor is not None:
+                            monitor(StepReport(photo, "tune", step + 1, pti_steps))
 
                     outcomes[i].metrics.update(tune_photo(G, info, result, p, outcomes[i].out_dir, lpips, options.pti,
                                                           callback=on_tuning_step))
