@@ -2,10 +2,11 @@
 
 Starts ``stylenerf-edit serve`` (a fresh process, ``--threads N``) with one latent of the model in ``--latents``,
 opens it in the page, then drags: ``--moves`` slider positions, each sent as the browser's ``input`` event
-``--interval`` ms after the last (a quick drag). The page keeps one render in flight and sends only the latest
-position, so the figure is the frames the visitor actually sees per second of dragging, and the latency of each.
-It also times the render alone (edit applied, rendered) in this process. Median of
-``--repeats`` drags.
+``--interval`` ms after the last (a quick drag), then releases it. The page keeps one render in flight, asks for
+previews (half resolution, coarse samples) while the slider moves and for the full image on release, and sends
+only the latest position, so the figure is the frames the visitor actually sees per second of dragging, with the
+latency of each. It also times the render alone (edit applied, rendered) in this process. Median of ``--repeats``
+drags.
 
     python bench/web_editor.py [--network bundled:heads] [--threads 2] [--moves 60] [--repeats 3]
 """
@@ -31,8 +32,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 
 
-def drag(page, moves: int, interval: float) -> tuple[float, float]:
-    """Drag the yaw slider through ``moves`` positions; (frames per second, median ms per frame)."""
+def drag(page, moves: int, interval: float) -> tuple[float, float, float]:
+    """Drag the yaw slider through ``moves`` positions, then release it; (frames per second while dragging and
+    until the full image is shown, median ms per preview, ms of the full image on release)."""
     page.evaluate("() => { window.editorStats.frames = 0; window.editorStats.ms = []; }")
     t0 = time.perf_counter()
     for i in range(moves):
@@ -40,9 +42,12 @@ def drag(page, moves: int, interval: float) -> tuple[float, float]:
                       "s.dispatchEvent(new Event('input')); }")
         time.sleep(interval / 1000)
     page.wait_for_function("document.getElementById('view').dataset.pending === '0'", timeout=120_000)
+    page.evaluate("() => document.getElementById('yaw').dispatchEvent(new Event('change'))")   # released
+    page.wait_for_function("document.getElementById('view').dataset.preview === '0' && "
+                           "document.getElementById('view').dataset.pending === '0'", timeout=120_000)
     seconds = time.perf_counter() - t0
     stats = page.evaluate("() => window.editorStats")
-    return stats["frames"] / seconds, statistics.median(stats["ms"])
+    return stats["frames"] / seconds, statistics.median(stats["ms"][:-1]), stats["ms"][-1]
 
 
 def main() -> None:
@@ -63,11 +68,12 @@ def main() -> None:
                            generator=GeneratorRef.from_info(model.info)), Path(tmp) / "latents" / "seed3.npz")
         workspace = Workspace(model, Path(tmp) / "alone")
         workspace.open_latent(Path(tmp) / "latents" / "seed3.npz")
-        alone = []
-        for i in range(20):
-            t0 = time.perf_counter()
-            workspace.render(View({"smile": 1.0}, yaw=-30 + 3 * i))
-            alone.append(time.perf_counter() - t0)
+        alone: dict[bool, list[float]] = {False: [], True: []}
+        for preview in (False, True):
+            for i in range(20):
+                t0 = time.perf_counter()
+                workspace.render(View({"smile": 1.0}, yaw=-30 + 3 * i), preview=preview)
+                alone[preview].append(time.perf_counter() - t0)
         server = subprocess.Popen([sys.executable, "-m", "stylenerf_edit.cli", "--threads", str(args.threads), "serve",
                                    "--network", args.network, "--port", "0", "--latents", str(Path(tmp) / "latents")],
                                   stdout=subprocess.PIPE, text=True)
@@ -87,10 +93,11 @@ def main() -> None:
             server.wait()
     print(f"machine: {platform.processor() or platform.machine()}, {args.threads} torch thread(s); "
           f"{args.network} ({model.G.img_resolution} px)")
-    print(f"server render alone (edit + render): {statistics.median(alone) * 1000:.0f} ms median of 20")
+    print(f"render alone (edit + render, median of 20): full {statistics.median(alone[False]) * 1000:.0f} ms, "
+          f"preview {statistics.median(alone[True]) * 1000:.0f} ms")
     print(f"dragging in the page ({args.moves} positions {args.interval:g} ms apart, median of {args.repeats}): "
           f"{statistics.median(r[0] for r in runs):.1f} frames/s, {statistics.median(r[1] for r in runs):.0f} ms "
-          "per frame")
+          f"per preview, full image {statistics.median(r[2] for r in runs):.0f} ms after release")
 
 
 if __name__ == "__main__":

@@ -91,6 +91,18 @@ def test_coarse_only_switch(small: Generator) -> None:
     torch.testing.assert_close(full.rays.bg_weights.sum(-1), torch.ones_like(total), atol=1e-6, rtol=0)
 
 
+def test_max_resolution_stops_the_upsampler_at_that_blocks_image() -> None:
+    torch.manual_seed(1)
+    G = Generator(GeneratorConfig(img_resolution=128, fg_hidden=32, fg_layers=3, feature_dim=32, bg_hidden=16,
+                                  bg_layers=2, block_channels=[32, 16], n_ray_samples=6)).eval()
+    ws, bg = inputs(G, 1, 3)
+    with torch.no_grad():
+        full = G.synthesize(ws, Camera(), bg, keep_blocks=True)
+        preview = G.synthesize(ws, Camera(), bg, max_resolution=64, keep_blocks=True)
+    assert full.img.shape[-1] == 128 and preview.img.shape[-1] == 64 and list(preview.block_outputs) == ["b64"]
+    torch.testing.assert_close(preview.img, full.block_outputs["b64"][1].float())
+
+
 def test_fp16_is_gpu_only(small: Generator) -> None:
     ws, bg = inputs(small, 1, 0)
     if torch.cuda.is_available():

@@ -212,6 +212,10 @@ def test_render_and_downloads_match_what_edit_writes(server: Server, latents_dir
     unedited = np.asarray(Image.open(io.BytesIO(server.request(f"/api/s/{token}/render", {"yaw": 20.0,
                                                                                           "pitch": -3.0})[2])))
     assert np.abs(unedited.astype(int) - page).mean() > 1
+    preview = np.asarray(Image.open(io.BytesIO(server.request(f"/api/s/{token}/render", {**view, "preview": True})[2])))
+    assert preview.shape == (64, 64, 3)       # half resolution while a slider moves
+    small = np.asarray(Image.fromarray(expected).resize((64, 64), Image.Resampling.BOX)).astype(int)
+    assert np.abs(preview.astype(int) - small).mean() < 12
     status, headers, _ = server.request(f"/api/s/{token}/render", {"strengths": {"smile": 4}})
     assert "outside the 99%" in json.loads(headers["x-warnings"])[0]
     status, body = server.json(f"/api/s/{token}/export", view)
@@ -308,8 +312,10 @@ def wait_rendered(page, after: int) -> None:
 
 
 def slide(page, selector: str, value: float) -> None:
+    """Move a slider as a drag ends: ``input`` (a preview is asked for), then ``change`` (the full image)."""
     page.fill(selector, str(value))
     page.dispatch_event(selector, "input")
+    page.dispatch_event(selector, "change")
 
 
 def shown_image(page) -> np.ndarray:
@@ -360,6 +366,7 @@ def test_the_whole_flow_in_a_real_browser(served: str, model: EditorModel, tmp_p
         assert "procedural heads" in page.text_content("#fit-warnings")       # a real face on the bundled model: said
         view = json.loads(page.get_attribute("#view", "data-view"))
         assert view["strengths"] == {"smile": 1.5} and view["yaw"] == 20
+        assert page.get_attribute("#view", "data-preview") == "0"           # released: the full image
         shown = shown_image(page)
         edited = load_latent(download(page, "#downloads a[data-file='latent.npz']", tmp_path / "edited.npz"),
                              generator=model.info)

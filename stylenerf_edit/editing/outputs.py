@@ -48,10 +48,13 @@ def edit_folder_names(edits: Sequence[tuple[str, float]]) -> list[str]:
     return safe_output_names(wanted, fallback="edit")
 
 
-def render_latent(G: Generator, latent: Latent, cameras: Sequence[Camera]) -> np.ndarray:
-    """A latent through every camera -> [N, H, W, 3] uint8."""
+def render_latent(G: Generator, latent: Latent, cameras: Sequence[Camera], preview: bool = False) -> np.ndarray:
+    """A latent through every camera -> [N, H, W, 3] uint8; ``preview``: coarse samples only and the upsampler
+    stopped at half the resolution, about 2.5x faster (for a view that follows a slider)."""
     ws = torch.from_numpy(latent.ws)[None].to(G.device)
     bg = torch.from_numpy(latent.bg_code)[None].to(G.device)
+    if preview:
+        return render_views(G, ws, bg, cameras, hierarchical=False, max_resolution=G.img_resolution // 2)
     return render_views(G, ws, bg, cameras)
 
 

@@ -49,14 +49,16 @@ def latent_from_seed(G: Generator, seed: int, truncation_psi: float = 0.7, trunc
 
 @torch.no_grad()
 def render_views(G: Generator, ws: torch.Tensor, bg_code: torch.Tensor, cameras: Sequence[Camera],
-                 batch_size: int = 4, hierarchical: bool = True) -> np.ndarray:
-    """One latent (ws [1, num_ws, w_dim], bg_code [1, D]) through every camera -> [N, H, W, 3] uint8."""
+                 batch_size: int = 4, hierarchical: bool = True, max_resolution: int | None = None) -> np.ndarray:
+    """One latent (ws [1, num_ws, w_dim], bg_code [1, D]) through every camera -> [N, H, W, 3] uint8 (H = W =
+    ``max_resolution`` for a preview that stops the upsampler there, see ``SynthesisNetwork.forward``)."""
     assert ws.shape[0] == 1 and bg_code.shape[0] == 1, "render_views takes a single latent"
     out = []
     for i in range(0, len(cameras), batch_size):
         chunk = list(cameras[i:i + batch_size])
         n = len(chunk)
-        img = G.synthesize(ws.expand(n, -1, -1), chunk, bg_code.expand(n, -1), hierarchical=hierarchical).img
+        img = G.synthesize(ws.expand(n, -1, -1), chunk, bg_code.expand(n, -1), hierarchical=hierarchical,
+                           max_resolution=max_resolution).img
         out.append(to_uint8(img))
     return np.concatenate(out)
 

@@ -142,7 +142,7 @@ class SynthesisNetwork(nn.Module):
 
     def forward(self, ws: torch.Tensor, world_mat: torch.Tensor, camera_mat: torch.Tensor, bg_code: torch.Tensor, *,
                 hierarchical: bool = True, nerf_grad: bool = True, roll: torch.Tensor | None = None,
-                fp16: bool = False, keep_blocks: bool = False) -> SynthesisOutput:
+                fp16: bool = False, keep_blocks: bool = False, max_resolution: int | None = None) -> SynthesisOutput:
         """Render images.
 
         Args:
@@ -155,6 +155,8 @@ class SynthesisNetwork(nn.Module):
             roll: optional in-plane rotation of the ray grid in radians [B].
             fp16: run the upsampler blocks from the second one on in float16 (CUDA only).
             keep_blocks: keep every block's (x, img) in ``block_outputs``.
+            max_resolution: stop the upsampler at the first block that reaches this resolution (a preview: the
+                skip architecture's image at that size, for a fraction of the cost); None runs every block.
         """
         cfg = self.cfg
         B = ws.shape[0]
@@ -179,6 +181,8 @@ class SynthesisNetwork(nn.Module):
                 x, img = getattr(self, name)(x, img, block_ws)
             if keep_blocks:
                 out.block_outputs[name] = (x, img)
+            if max_resolution is not None and img.shape[-1] >= max_resolution:
+                break
         out.img = img.float().contiguous()   # the blocks keep their outputs channels-last
         return out
 

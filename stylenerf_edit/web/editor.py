@@ -228,13 +228,14 @@ class Workspace:
         return latent.camera.with_(yaw=float(yaw), pitch=float(pitch))
 
     # -- editing -----------------------------------------------------------------------------------------------
-    def render(self, view: View) -> Rendered:
-        """The latent with ``view``'s edits from ``view``'s camera: what ``edit`` renders, and its warnings."""
+    def render(self, view: View, preview: bool = False) -> Rendered:
+        """The latent with ``view``'s edits from ``view``'s camera: what ``edit`` renders (or its half-resolution
+        ``preview``, see ``render_latent``), and its warnings."""
         latent = self._require_latent()
         edits = self.model.edits(view.strengths, view.rows)
         camera = self.camera(view)
         edited = edit_latent(latent, edits) if edits else latent
-        image = render_latent(self.G, edited, [camera])[0]
+        image = render_latent(self.G, edited, [camera], preview=preview)[0]
         checks = check_edits(self.G, torch.from_numpy(latent.ws), edits, self.model.ranges) if edits else []
         return Rendered(image, [f"{c.describe()}; it may leave what the model learnt" for c in checks if not c.inside])
 

@@ -375,9 +375,10 @@ def create_app(editor: Editor, allowed_hosts: Sequence[str] | None = None) -> St
         return _ok(latent_info(session))
 
     async def render(request: Request, session: Session) -> Response:
-        view = _view(await request.json())
+        body = await request.json()
+        view = _view(body)
         t0 = time.perf_counter()
-        rendered = await run_in_threadpool(session.workspace.render, view)
+        rendered = await run_in_threadpool(session.workspace.render, view, bool(body.get("preview", False)))
         data = await run_in_threadpool(_png, rendered.image)
         headers = {**HEADERS, "X-Warnings": json.dumps(rendered.warnings),
                    "X-Render-Ms": f"{(time.perf_counter() - t0) * 1000:.0f}"}

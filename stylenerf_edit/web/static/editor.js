@@ -172,9 +172,12 @@ function currentView() {
            pitch: parseFloat($("pitch").value) };
 }
 
-function requestRender() {
+// While a slider moves the page asks for previews (half resolution, coarse samples: about 2.5x faster); when it
+// is released, or anything else changes, for the full image.
+function requestRender(preview = false) {
   if (!S.latent) return;
   S.dirty = true;
+  S.preview = preview;
   $("view").dataset.pending = "1";
   if (!S.busy) pump();
 }
@@ -185,10 +188,11 @@ async function pump() {
   while (S.dirty) {
     S.dirty = false;
     const view = currentView();
+    const preview = S.preview;
     const t0 = performance.now();
     try {
       const response = await fetch(`/api/s/${S.token}/render`, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(view) });
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ ...view, preview }) });
       if (!response.ok) throw new Error((await response.json()).error);
       const blob = await response.blob();
       const old = $("view").src;
@@ -201,10 +205,12 @@ async function pump() {
       S.stats.ms.push(ms);
       const recent = S.stats.ms.slice(-20);
       const mean = recent.reduce((a, b) => a + b, 0) / recent.length;
-      $("fps").textContent = `last frame ${Math.round(ms)} ms (server ${response.headers.get("X-Render-Ms")} ms); ` +
+      $("fps").textContent = `last ${preview ? "preview" : "frame"} ${Math.round(ms)} ms (server ` +
+        `${response.headers.get("X-Render-Ms")} ms); ` +
         `${(1000 / mean).toFixed(1)} frames/s over the last ${recent.length}`;
       $("view").dataset.renders = String(S.stats.frames);
       $("view").dataset.view = JSON.stringify(view);
+      $("view").dataset.preview = preview ? "1" : "0";
       const edits = Object.entries(view.strengths).map(([k, v]) => `${k} ${v > 0 ? "+" : ""}${v}`);
       $("view-caption").textContent = `${edits.join(", ") || "unedited"} · yaw ${view.yaw.toFixed(1)}°, pitch ${view.pitch.toFixed(1)}°`;
     } catch (e) {
@@ -264,9 +270,10 @@ function buildSliders() {
   $("yaw").min = -S.info.yaw_max; $("yaw").max = S.info.yaw_max;
   $("pitch").min = -S.info.pitch_max; $("pitch").max = S.info.pitch_max;
   for (const input of document.querySelectorAll("input[type=range]")) {
-    input.addEventListener("input", () => { updateOutputs(); requestRender(); });
+    input.addEventListener("input", () => { updateOutputs(); requestRender(true); });
+    input.addEventListener("change", () => requestRender(false));
   }
-  $("rows").addEventListener("change", requestRender);
+  $("rows").addEventListener("change", () => requestRender(false));
 }
 
 async function start() {
