@@ -32,6 +32,7 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from conftest import fixtures_dir
+from optional import require
 from official_pickle_writer import (FFHQ_EXPECTED, FFHQ_RESOLUTIONS, discriminator_state, official_ffhq_init_kwargs,
                                     official_ffhq_shapes, official_ffhq_state, write_official_pickle,
                                     write_official_pickle_with_extras)
@@ -398,6 +399,24 @@ def test_edit(inverted_256: Path, smile_direction: Path, ffhq_256: Checkpoint, t
     before = load_latent(latent_256)
     after = load_latent(tmp_path / "latent.npz", generator=describe(ffhq_256.pkl))
     assert after.ws.shape == before.ws.shape and not np.allclose(after.ws, before.ws)
+
+
+def test_the_web_editor_serves_the_256_model(inverted_256: Path, smile_direction: Path, ffhq_256: Checkpoint,
+                                             tmp_path: Path) -> None:
+    """The editor's workspace on the pickle: the inverted latent opened, edited with the trained direction,
+    previewed and rendered as `edit` renders it, and exported."""
+    require("starlette", "uvicorn", install="pip install 'stylenerf-edit[web]'")
+    from stylenerf_edit.web.editor import EditorModel, View, Workspace
+
+    model = EditorModel(ffhq_256.pkl, directions=[smile_direction.parent])
+    assert [s.name for s in model.sliders()] == ["smile"]
+    workspace = Workspace(model, tmp_path / "visitor")
+    workspace.open_latent(inverted_256 / "latent.npz")
+    view = View({"smile": 1.0}, yaw=10.0, pitch=0.0)
+    assert workspace.render(view, preview=True).image.shape == (128, 128, 3)
+    image = workspace.render(view).image
+    files = workspace.export(view)
+    assert np.array_equal(image, rgb(files["edited.png"])) and image.shape == (256, 256, 3)
 
 
 def test_batch(ffhq_256: Checkpoint, tmp_path: Path) -> None:
