@@ -175,12 +175,22 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_serving(server: Server,
     for declared, chunks in [(web.MAX_UPLOAD_BYTES + 1, []), (None, [b"\0" * 600] * 4)]:   # said, or streamed
         status, body = post_raw(server, photo, declared, chunks, monkeypatch)
         assert status == 413 and "larger than" in body["error"]
+    huge = io.BytesIO()
+    Image.new("L", (8000, 7000)).save(huge, format="PNG")        # 56 megapixels in a small file
+    status, body = server.json(photo, huge.getvalue(), headers={"X-Filename": "huge.png"})
+    assert status == 400 and "huge.png: 8000x7000 pixels exceed the limit" in body["error"]
     status, body = server.json(f"/api/s/{token}/latent", b"PK\x03\x04 not a zip")
     assert status == 400 and "the uploaded latent" in body["error"]
     status, body = server.json(f"/api/s/{token}/render", {"strengths": {"smile": 1}})
     assert status == 400 and "invert a photo or open a latent first" in body["error"]
     status, body = server.json(f"/api/s/{token}/photo?aligned=1", jpeg, headers={"X-Filename": "good.jpg"})
     assert status == 200 and set(body["files"]) == {"alignment", "crop"}
+    assert server.json(photo, b"junk", headers={"X-Filename": "junk.png"})[0] == 400
+    status, job = server.json(f"/api/s/{token}/invert", {"steps": 1})      # the good photo is still the one
+    while job["state"] == "running":
+        time.sleep(0.2)
+        job = server.json(f"/api/s/{token}/job")[1]
+    assert job["state"] == "done" and job["metrics"]["psnr"] > 10, job
 
 
 def test_requests_cannot_reach_files_outside_the_session_and_the_served_folder(server: Server,

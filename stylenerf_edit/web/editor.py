@@ -130,18 +130,27 @@ class Workspace:
         self.latent_path: Path | None = None
         self.G: Generator = model.G
         self._exports = 0
+        self._uploads = 0
 
     # -- photo -------------------------------------------------------------------------------------------------
     def add_photo(self, data: bytes, filename: str, aligned: bool = False) -> dict[str, Path]:
         """Keep an uploaded photo and align it: returns ``alignment.png`` (the photo with the crop and the
         detection drawn) and ``crop.png`` (what the generator will be fitted to)."""
         suffix = Path(filename).suffix.lower()
-        target = self.folder / "photo" / f"upload{suffix if suffix in PHOTO_SUFFIXES else ''}"
-        if target.parent.exists():
-            shutil.rmtree(target.parent)
-        target.parent.mkdir(parents=True)
+        self._uploads += 1
+        folder = self.folder / "photo"
+        folder.mkdir(exist_ok=True)
+        target = folder / f"upload{self._uploads}{suffix if suffix in PHOTO_SUFFIXES else ''}"
         target.write_bytes(data)
-        return self.use_photo(target, aligned, name=filename)
+        try:
+            files = self.use_photo(target, aligned, name=filename)
+        except EditorError:
+            target.unlink()          # the photo chosen before stays chosen
+            raise
+        for old in folder.iterdir():
+            if old != target:
+                old.unlink()
+        return files
 
     def use_photo(self, path: Path, aligned: bool, name: str | None = None) -> dict[str, Path]:
         """Align ``path`` (a file inside the workspace or a shipped sample) as ``invert`` will."""
