@@ -236,7 +236,8 @@ def test_render_and_downloads_match_what_edit_writes(server: Server, latents_dir
     (tmp_path / "down.npz").write_bytes(server.request(body["files"]["latent.npz"])[2])
     down = load_latent(tmp_path / "down.npz", generator=server.editor.model.info)
     assert down.camera.yaw == 20.0 and down.extra["edits"] == ["smile +0.8", "age -0.5"]
-    for bad in [{"strengths": {"smile": "x"}}, {"strengths": {"nope": 1}}, {"yaw": 400}, {"rows": "../x"}]:
+    for bad in [{"strengths": {"smile": "x"}}, {"strengths": {"nope": 1}}, {"yaw": 400}, {"rows": "../x"}, b"{oops",
+                b"[1, 2]"]:
         status, body = server.json(f"/api/s/{token}/render", bad)
         assert status == 400 and body["error"], bad
 

@@ -224,9 +224,18 @@ class _TooLarge(Exception):
     pass
 
 
-def _view(data: Any) -> View:
-    if not isinstance(data, dict):
+async def _json(request: Request) -> dict[str, Any]:
+    """The request's JSON object body; one line when it is anything else."""
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise EditorError("the request body is not JSON") from None
+    if not isinstance(body, dict):
         raise EditorError("expected a JSON object")
+    return body
+
+
+def _view(data: dict[str, Any]) -> View:
     strengths = data.get("strengths") or {}
     if not isinstance(strengths, dict) or not all(isinstance(v, (int, float)) for v in strengths.values()):
         raise EditorError("strengths must map direction names to numbers")
@@ -305,7 +314,7 @@ def create_app(editor: Editor, allowed_hosts: Sequence[str] | None = None) -> St
         return _ok(aligned_photo(session, files))
 
     async def invert(request: Request, session: Session) -> Response:
-        body = await request.json()
+        body = await _json(request)
         try:
             steps = int(body.get("steps", InversionConfig.steps))
         except (TypeError, ValueError):
@@ -367,15 +376,15 @@ def create_app(editor: Editor, allowed_hosts: Sequence[str] | None = None) -> St
         return _ok(latent_info(session))
 
     async def open_listed(request: Request, session: Session) -> Response:
-        body = await request.json()
-        name = body.get("name") if isinstance(body, dict) else None
+        body = await _json(request)
+        name = body.get("name")
         if name not in editor.latent_listing():
             raise EditorError("no such latent in the served folder; reload the page for the current list")
         await run_in_threadpool(session.workspace.open_latent, editor.latents / name, name)
         return _ok(latent_info(session))
 
     async def render(request: Request, session: Session) -> Response:
-        body = await request.json()
+        body = await _json(request)
         view = _view(body)
         t0 = time.perf_counter()
         rendered = await run_in_threadpool(session.workspace.render, view, bool(body.get("preview", False)))
@@ -385,7 +394,7 @@ def create_app(editor: Editor, allowed_hosts: Sequence[str] | None = None) -> St
         return Response(data, media_type="image/png", headers=headers)
 
     async def export(request: Request, session: Session) -> Response:
-        view = _view(await request.json())
+        view = _view(await _json(request))
         files = await run_in_threadpool(session.workspace.export, view)
         prefix = f"{files['latent.npz'].parent.name}/"
         return _ok({"files": session.publish(files, prefix)})
