@@ -225,8 +225,9 @@ def draw_alignment(image: np.ndarray, face: AlignedFace, max_side: int = 512) ->
     if face.face is not None:
         box = np.asarray(face.face.box, dtype=np.float64) * scale
         draw.rectangle([float(v) for v in box], outline=(0, 220, 255), width=width)
+        r = max(1.0, 0.6 * width)
         for x, y in (face.face.landmarks + 0.5) * scale:
-            draw.ellipse([x - width, y - width, x + width, y + width], fill=(0, 220, 255))
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=(0, 220, 255))
     return np.asarray(canvas)
 
 
