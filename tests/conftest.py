@@ -8,7 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+
+# Under pytest-xdist (the README's `-n 2`) each worker gets one of the cores: one torch thread here and in every
+# command a test starts (two 2-thread processes on 2 cores slow each other several times over).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("STYLENERF_EDIT_THREADS", "1")
+
+import torch  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FIXTURES = REPO.parent / "shared" / "reference" / "fixtures"
