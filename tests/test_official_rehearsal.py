@@ -404,8 +404,9 @@ def test_edit(inverted_256: Path, smile_direction: Path, ffhq_256: Checkpoint, t
 def test_the_web_editor_serves_the_256_model(inverted_256: Path, smile_direction: Path, ffhq_256: Checkpoint,
                                              tmp_path: Path) -> None:
     """The editor's workspace on the pickle: the inverted latent opened, edited with the trained direction,
-    previewed and rendered as `edit` renders it, and exported."""
+    previewed and rendered as `edit` renders it (the export's sweep is the bundled model's test)."""
     require("starlette", "uvicorn", install="pip install 'stylenerf-edit[web]'")
+    from stylenerf_edit.editing.outputs import edit_latent_file
     from stylenerf_edit.web.editor import EditorModel, View, Workspace
 
     model = EditorModel(ffhq_256.pkl, directions=[smile_direction.parent])
@@ -415,8 +416,9 @@ def test_the_web_editor_serves_the_256_model(inverted_256: Path, smile_direction
     view = View({"smile": 1.0}, yaw=10.0, pitch=0.0)
     assert workspace.render(view, preview=True).image.shape == (128, 128, 3)
     image = workspace.render(view).image
-    files = workspace.export(view)
-    assert np.array_equal(image, rgb(files["edited.png"])) and image.shape == (256, 256, 3)
+    edit_latent_file(inverted_256 / "latent.npz", ["smile=1.0"], tmp_path / "cli", network=ffhq_256.pkl,
+                     directions=[smile_direction.parent], yaws=(0.0,), camera=(10.0, 0.0))
+    assert np.array_equal(image, rgb(tmp_path / "cli" / "edited.png")) and image.shape == (256, 256, 3)
 
 
 def test_batch(ffhq_256: Checkpoint, tmp_path: Path) -> None:
