@@ -161,6 +161,7 @@ class Workspace:
         except StyleNerfEditError as e:
             raise EditorError(str(e).replace(str(path), shown)) from None
         self.photo, self.aligned, self.photo_name = path, aligned, shown
+        self.latent, self.latent_path, self.G = None, None, self.model.G     # a new photo: its latent comes next
         preview = self.folder / "preview"
         preview.mkdir(exist_ok=True)
         return {"alignment": save_png(draw_alignment(image, prepared.face), preview / "alignment.png"),

@@ -179,7 +179,7 @@ class Editor:
                 inside = path.resolve().is_relative_to(self.latents) and path.resolve().is_file()
             except OSError:
                 inside = False
-            if inside and path.name != "tuning.npz":
+            if inside:
                 found.append(path.relative_to(self.latents).as_posix())
             if len(found) >= 1000:
                 break
@@ -291,10 +291,6 @@ def create_app(editor: Editor, allowed_hosts: Sequence[str] | None = None) -> St
     async def ping(request: Request, session: Session) -> Response:
         return _ok({"alive": True})
 
-    def aligned_photo(session: Session, files: dict[str, Path]) -> dict[str, Any]:
-        session.workspace.latent = None
-        return {"files": session.publish(files)}
-
     async def upload_photo(request: Request, session: Session) -> Response:
         if session.job is not None and session.job.state == "running":
             raise EditorError("an inversion is running; cancel it first")
@@ -302,7 +298,7 @@ def create_app(editor: Editor, allowed_hosts: Sequence[str] | None = None) -> St
         name = Path(unquote(request.headers.get("x-filename", "photo"))).name[:200] or "photo"
         aligned = request.query_params.get("aligned") == "1"
         files = await run_in_threadpool(session.workspace.add_photo, data, name, aligned)
-        return _ok(aligned_photo(session, files))
+        return _ok({"files": session.publish(files)})
 
     async def sample(request: Request, session: Session) -> Response:
         samples = demo_photos()
@@ -311,7 +307,7 @@ def create_app(editor: Editor, allowed_hosts: Sequence[str] | None = None) -> St
         except (ValueError, IndexError):
             raise EditorError(f"no sample photo {request.path_params['index']!r}") from None
         files = await run_in_threadpool(session.workspace.use_photo, path, True)   # shipped photos are aligned crops
-        return _ok(aligned_photo(session, files))
+        return _ok({"files": session.publish(files)})
 
     async def invert(request: Request, session: Session) -> Response:
         body = await _json(request)
