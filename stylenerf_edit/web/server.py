@@ -79,6 +79,8 @@ class Job:
     preview: bytes | None = None
     preview_version: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
+    # set once the inversion no longer writes to the session's folder, before the state leaves "running"
+    finished: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
     def status(self) -> dict[str, Any]:
@@ -145,12 +147,13 @@ class Editor:
         return session
 
     def close_session(self, token: str) -> None:
-        session = self.sessions.get(token)
-        if session is not None:
-            session.closed = True
-            if session.job is not None:
-                session.job.cancel.set()
-            self._remove_finished()
+        with self.lock:
+            session = self.sessions.get(token)
+            if session is not None:
+                session.closed = True
+                if session.job is not None:
+                    session.job.cancel.set()
+                self._remove_finished()
 
     def _remove_finished(self) -> None:
         """Forget closed and silent sessions whose inversion has stopped, and delete their folders."""
@@ -160,7 +163,7 @@ class Editor:
                 s.closed = True
                 if s.job is not None:
                     s.job.cancel.set()
-            if s.closed and (s.job is None or s.job.thread is None or not s.job.thread.is_alive()):
+            if s.closed and (s.job is None or s.job.finished.is_set()):
                 self.sessions.pop(token, None)
                 shutil.rmtree(s.workspace.folder, ignore_errors=True)
 
@@ -440,20 +443,22 @@ def _run_inversion(session: Session, job: Job, steps: int, pti: bool) -> None:
             job.preview = _png(to_uint8(report.image[None].cpu())[0])
             job.preview_version += 1
 
+    state, message = "done", ""
     try:
         outcome = session.workspace.invert(steps, pti, monitor=monitor)
         files = {"reconstruction.png": session.workspace.latent_path.parent / "reconstruction.png",
                  "latent.npz": session.workspace.latent_path}
         job.result = {"metrics": outcome["metrics"], "warnings": outcome["warnings"],
                       "files": session.publish(files, "inversion/")}
-        job.state = "done"
     except Cancelled:
-        job.state, job.message = "cancelled", "inversion cancelled"
+        state, message = "cancelled", "inversion cancelled"
     except StyleNerfEditError as e:
-        job.state, job.message = "failed", str(e)
+        state, message = "failed", str(e)
     except Exception as e:     # a bug: the page says so, the server keeps serving
-        job.state, job.message = "failed", f"internal error ({type(e).__name__}: {e}); please report it"
+        state, message = "failed", f"internal error ({type(e).__name__}: {e}); please report it"
         print(f"error in an inversion: {type(e).__name__}: {e}", file=sys.stderr)
+    job.finished.set()
+    job.state, job.message = state, message
 
 
 def is_loopback(host: str) -> bool:
