@@ -103,6 +103,26 @@ def test_max_resolution_stops_the_upsampler_at_that_blocks_image() -> None:
     torch.testing.assert_close(preview.img, full.block_outputs["b64"][1].float())
 
 
+def test_a_frozen_nerf_output_upsampled_again_is_the_full_render() -> None:
+    """render_lowres + upsample is forward; the NeRF half rendered once serves other ws rows of the upsampler."""
+    from stylenerf_edit.generator.camera import stack_cameras
+
+    torch.manual_seed(2)
+    G = Generator(GeneratorConfig(img_resolution=128, fg_hidden=32, fg_layers=3, feature_dim=32, bg_hidden=16,
+                                  bg_layers=2, block_channels=[32, 16], n_ray_samples=6)).eval()
+    ws, bg = inputs(G, 2, 4)
+    world, intr = stack_cameras([Camera(yaw=10.0), Camera(pitch=-5.0)])
+    with torch.no_grad():
+        low = G.synthesis.render_lowres(ws, world, intr, bg)
+        torch.testing.assert_close(G.synthesis.upsample(low, ws).img, G.synthesis(ws, world, intr, bg).img)
+        other = ws.clone()
+        other[:, G.cfg.fg_num_ws:] += 0.5      # the upsampler's rows only: the NeRF's output is unchanged
+        torch.testing.assert_close(G.synthesis.upsample(low, other).img, G.synthesis(other, world, intr, bg).img)
+        assert not torch.allclose(G.synthesis.upsample(low, other).img, G.synthesis.upsample(low, ws).img)
+    with pytest.raises(AssertionError, match="ws"):
+        G.synthesis.upsample(low, ws[:1])
+
+
 def test_fp16_is_gpu_only(small: Generator) -> None:
     ws, bg = inputs(small, 1, 0)
     if torch.cuda.is_available():

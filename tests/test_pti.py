@@ -56,6 +56,17 @@ def test_tuning_fits_the_photo_and_changes_only_its_parts(setup, tmp_path):
         pytest.approx(_input_psnr(tuned, pivot, camera, bg, target), abs=0.05)
 
 
+def test_tuning_the_nerf_renders_it_every_step(setup):
+    """With the NeRF tuned its output cannot be rendered once: the tuning still fits, changing the NeRF only."""
+    G, info, pivot, camera, bg, target, lpips = setup
+    tuning = tune(G, pivot, camera, bg, target, lpips, info.weights_sha256,
+                  TuningConfig(steps=6, lr=1e-3, parts="nerf", views=2, locality_latents=2))
+    assert set(tuning.deltas) == set(tuned_parameters(G, "nerf"))
+    assert all(name.startswith(("synthesis.fg_nerf.", "synthesis.bg_nerf.")) for name in tuning.deltas)
+    tuned = apply_tuning(G, tuning, info.weights_sha256)
+    assert _input_psnr(tuned, pivot, camera, bg, target) > _input_psnr(G, pivot, camera, bg, target) + 0.1
+
+
 def test_tuning_files_are_checked(setup, tmp_path):
     G, info, *_ = setup
     with pytest.raises(TuningError, match="no such tuning file"):
@@ -74,7 +85,8 @@ def test_tuning_files_are_checked(setup, tmp_path):
         apply_tuning(G, Tuning({}, "0" * 64), info.weights_sha256)
     with pytest.raises(TuningError, match="does not have"):
         apply_tuning(G, Tuning({"synthesis.b64.torgb.bias": torch.zeros(5)}, info.weights_sha256), info.weights_sha256)
-    for bad in ({"parts": "mapping"}, {"steps": 0}, {"lr": -1.0}):
+    for bad in ({"parts": "mapping"}, {"steps": 0}, {"lr": -1.0}, {"locality_latents": 0},
+                {"regulariser_lpips_scale": 0.0}, {"regulariser_lpips_scale": 1.5}):
         with pytest.raises(ValueError):
             TuningConfig(**bad)
 

@@ -158,22 +158,41 @@ class SynthesisNetwork(nn.Module):
             max_resolution: stop the upsampler at the first block that reaches this resolution (a preview: the
                 skip architecture's image at that size, for a fraction of the cost); None runs every block.
         """
+        if fp16 and ws.device.type != "cuda":
+            raise ValueError("fp16 synthesis is a GPU option; on the CPU the generator runs in float32")
+        lowres = self.render_lowres(ws, world_mat, camera_mat, bg_code, hierarchical=hierarchical, nerf_grad=nerf_grad,
+                                    roll=roll)
+        return self.upsample(lowres, ws, fp16=fp16, keep_blocks=keep_blocks, max_resolution=max_resolution)
+
+    def render_lowres(self, ws: torch.Tensor, world_mat: torch.Tensor, camera_mat: torch.Tensor, bg_code: torch.Tensor,
+                      *, hierarchical: bool = True, nerf_grad: bool = True,
+                      roll: torch.Tensor | None = None) -> SynthesisOutput:
+        """The volume-rendered half of :meth:`forward`: ``img`` is the NeRF's own RGB [B, C, r, r] (r the NeRF
+        resolution), ``feat_lr`` the features the upsampler starts from. The arguments are :meth:`forward`'s."""
         cfg = self.cfg
         B = ws.shape[0]
         assert ws.shape[1:] == (self.num_ws, cfg.w_dim), f"expected ws [B, {self.num_ws}, {cfg.w_dim}], got {tuple(ws.shape)}"
         assert world_mat.shape == (B, 4, 4) and camera_mat.shape == (B, 4, 4), "cameras must be [B, 4, 4]"
         assert bg_code.shape == (B, cfg.bg_code_dim), f"expected bg_code [B, {cfg.bg_code_dim}], got {tuple(bg_code.shape)}"
-        if fp16 and ws.device.type != "cuda":
-            raise ValueError("fp16 synthesis is a GPU option; on the CPU the generator runs in float32")
-        ws = ws.float()
         origins, directions = ray_bundle(world_mat.float(), camera_mat.float(), cfg.nerf_resolution, roll)
         with contextlib.nullcontext() if nerf_grad else torch.no_grad():
-            rays = self.renderer(self.fg_nerf, self.bg_nerf, ws[:, :cfg.fg_num_ws], bg_code.float(), origins, directions,
-                                 n_samples=self.n_ray_samples(), hierarchical=hierarchical)
+            rays = self.renderer(self.fg_nerf, self.bg_nerf, ws[:, :cfg.fg_num_ws].float(), bg_code.float(), origins,
+                                 directions, n_samples=self.n_ray_samples(), hierarchical=hierarchical)
         r = cfg.nerf_resolution
         lowres = rays.features.transpose(1, 2).reshape(B, -1, r, r)
         img, x = lowres[:, :cfg.img_channels], lowres[:, cfg.img_channels:]
-        out = SynthesisOutput(img=img, rgb_lr=img, feat_lr=x, rays=rays)
+        return SynthesisOutput(img=img, rgb_lr=img, feat_lr=x, rays=rays)
+
+    def upsample(self, lowres: SynthesisOutput, ws: torch.Tensor, *, fp16: bool = False, keep_blocks: bool = False,
+                 max_resolution: int | None = None) -> SynthesisOutput:
+        """The upsampler half of :meth:`forward`, from :meth:`render_lowres`'s output (left unchanged) and the
+        same ws [B, num_ws, w_dim]: a frozen NeRF's output can be rendered once and upsampled many times (PTI)."""
+        cfg = self.cfg
+        assert ws.shape == (lowres.feat_lr.shape[0], self.num_ws, cfg.w_dim), \
+            f"expected ws [{lowres.feat_lr.shape[0]}, {self.num_ws}, {cfg.w_dim}], got {tuple(ws.shape)}"
+        ws = ws.float()
+        x, img = lowres.feat_lr, lowres.rgb_lr
+        out = SynthesisOutput(img=img, rgb_lr=img, feat_lr=x, rays=lowres.rays)
         for i, name in enumerate(self.block_names):
             block_ws = ws[:, cfg.fg_num_ws + 2 * i: cfg.fg_num_ws + 2 * i + 3]
             half = fp16 and i > 0

@@ -10,6 +10,11 @@ tuning local, each evaluated on alternate steps (so a step costs about two rende
   keeps the original generator's renders. Without it a 3-D generator "paints the photo onto whatever geometry
   fits the input view", and the other views degrade.
 
+The regularisers' latents and cameras are drawn once, and the untuned generator's images of them (and their LPIPS
+features) computed once.
+When only the upsampler is tuned (the default), the NeRF's output for every (latent, camera) is fixed too and is
+rendered once: a step then runs the upsampler and LPIPS alone.
+
 Only the chosen parameter groups change (``parts``: ``upsampler``, ``nerf`` or ``all``); the result is a
 :class:`Tuning`: the changed tensors as differences from the base weights, tied to the base weights' sha256,
 stored as ``tuning.safetensors`` beside ``latent.npz`` (float16 differences: the tuned weights are rebuilt to
@@ -32,7 +37,7 @@ from safetensors.torch import load_file, save_file
 from stylenerf_edit.errors import StyleNerfEditError
 from stylenerf_edit.files import atomic_path
 from stylenerf_edit.generator.camera import Camera, stack_cameras
-from stylenerf_edit.generator.network import Generator
+from stylenerf_edit.generator.network import Generator, SynthesisOutput
 
 from .lpips import LPIPS
 from .optimize import lpips_input
@@ -73,10 +78,45 @@ def _render(G: Generator, ws: torch.Tensor, cameras: list[Camera], bg_code: torc
     return G.synthesis(ws.expand(len(cameras), -1, -1), world, intr, bg_code.expand(len(cameras), -1)).img
 
 
+@dataclass
+class _Shot:
+    """One (latent, camera) the tuning renders: its NeRF output when the NeRF stays frozen (rendered once, only
+    the upsampler runs per step) and, for a regulariser, the untuned generator's image to keep."""
+
+    ws: torch.Tensor                     # [1, num_ws, w_dim]
+    camera: Camera
+    lowres: SynthesisOutput | None = None
+    kept: torch.Tensor | None = None     # [1, 3, R, R]
+    kept_features: list[torch.Tensor] = field(default_factory=list)   # LPIPS's, of ``kept``
+
+
+def _shoot(G: Generator, ws: torch.Tensor, camera: Camera, bg: torch.Tensor, frozen_nerf: bool,
+           lpips: LPIPS | None = None, lpips_resolution: int = 0) -> _Shot:
+    """A shot of the untuned ``G``; with ``lpips``, a regulariser's: the image and its LPIPS features kept."""
+    with torch.no_grad():
+        world, intr = stack_cameras([camera], device=G.device)
+        lowres = G.synthesis.render_lowres(ws, world, intr, bg)
+        shot = _Shot(ws, camera, lowres if frozen_nerf else None)
+        if lpips is not None:
+            shot.kept = G.synthesis.upsample(lowres, ws).img
+            shot.kept_features = lpips.features(lpips_input(shot.kept, lpips_resolution))
+    return shot
+
+
+def _draw(G: Generator, shot: _Shot, bg: torch.Tensor) -> torch.Tensor:
+    if shot.lowres is not None:
+        return G.synthesis.upsample(shot.lowres, shot.ws).img
+    return _render(G, shot.ws, [shot.camera], bg)
+
+
 def tune(G: Generator, ws: torch.Tensor, camera: Camera, bg_code: torch.Tensor, target: torch.Tensor,
          lpips: LPIPS, base_sha256: str, config: TuningConfig | None = None,
          callback: Callable[[int, dict[str, float]], None] | None = None) -> Tuning:
     """Tune a copy of ``G`` around one pivot and return the difference (``G`` itself is left unchanged).
+
+    The regularisers' latents and cameras are drawn once (``config.locality_latents`` nearby latents,
+    ``config.views`` cameras) and the untuned generator's images of them rendered once; when only the upsampler
+    is tuned, every NeRF output is rendered once too, so a step runs the upsampler alone.
 
     Args:
         ws: the pivot [num_ws, w_dim]; camera, bg_code [bg_code_dim]: the photo's, from the inversion.
@@ -89,7 +129,6 @@ def tune(G: Generator, ws: torch.Tensor, camera: Camera, bg_code: torch.Tensor, 
     assert ws.shape == (G.num_ws, G.cfg.w_dim), f"expected a pivot [{G.num_ws}, {G.cfg.w_dim}], got {tuple(ws.shape)}"
     assert target.shape == (3, R, R), f"expected a target [3, {R}, {R}], got {tuple(target.shape)}"
     gen = torch.Generator().manual_seed(config.seed)
-    original = copy.deepcopy(G).eval().requires_grad_(False)
     tuned = copy.deepcopy(G).eval().requires_grad_(False)
     params = tuned_parameters(tuned, config.parts)
     for p in params.values():
@@ -97,29 +136,32 @@ def tune(G: Generator, ws: torch.Tensor, camera: Camera, bg_code: torch.Tensor, 
     opt = torch.optim.Adam(params.values(), lr=config.lr, betas=(0.9, 0.999))
     pivot, bg = ws.detach().to(dev, torch.float32)[None], bg_code.detach().to(dev, torch.float32)[None]
     target = target.detach().to(dev, torch.float32)[None]
+    frozen_nerf = config.parts == "upsampler"
     with torch.no_grad():
         target_features = lpips.features(lpips_input(target))
-        views = list(G.camera_prior.sample(config.views, gen))
-        view_images = _render(original, pivot, views, bg)
+        photo = _shoot(G, pivot, camera, bg, frozen_nerf)
+        # the regularisers' LPIPS looks at a smaller image: they keep renders close, the photo's term fits detail
+        reg_res = max(16, round(lpips_input(target).shape[-1] * config.regulariser_lpips_scale))
+        views = [_shoot(G, pivot, view, bg, frozen_nerf, lpips, reg_res)
+                 for view in G.camera_prior.sample(config.views, gen)]
+        w_random = G.mapping(G.sample_z(config.locality_latents, gen).to(dev))
+        nearby = [_shoot(G, pivot + config.locality_step * (w[None] - pivot), camera, bg, frozen_nerf, lpips, reg_res)
+                  for w in w_random]
     for step in range(config.steps):
         opt.zero_grad(set_to_none=True)
-        img = _render(tuned, pivot, [camera], bg)
+        img = _draw(tuned, photo, bg)
         terms = {"lpips": lpips.distance(lpips_input(img), target_features).mean(),
                  "mse": (img - target).square().mean()}
         total = config.lpips_weight * terms["lpips"] + config.mse_weight * terms["mse"]
-        if step % 2 == 0 and config.locality_weight:
-            with torch.no_grad():
-                w_random = G.mapping(G.sample_z(1, gen).to(dev))
-                nearby = pivot + config.locality_step * (w_random - pivot)
-                kept = _render(original, nearby, [camera], bg)
-            got = _render(tuned, nearby, [camera], bg)
-            terms["locality"] = lpips(got, kept).mean() + (got - kept).square().mean()
-            total = total + config.locality_weight * terms["locality"]
-        if step % 2 == 1 and config.multiview_weight:
-            k = (step // 2) % len(views)
-            got = _render(tuned, pivot, [views[k]], bg)
-            terms["multiview"] = lpips(got, view_images[k:k + 1]).mean() + (got - view_images[k:k + 1]).square().mean()
-            total = total + config.multiview_weight * terms["multiview"]
+        # each regulariser on alternate steps, cycling through its shots: a step costs two renders, not three
+        for name, weight, shots, parity in (("locality", config.locality_weight, nearby, 0),
+                                            ("multiview", config.multiview_weight, views, 1)):
+            if weight and step % 2 == parity:
+                shot = shots[(step // 2) % len(shots)]
+                got = _draw(tuned, shot, bg)
+                terms[name] = (lpips.distance(lpips_input(got, reg_res), shot.kept_features).mean()
+                               + (got - shot.kept).square().mean())
+                total = total + weight * terms[name]
         if not torch.isfinite(total):
             raise FloatingPointError(f"the tuning loss became non-finite at step {step}; lower --pti-lr")
         total.backward()

@@ -77,6 +77,8 @@ class TuningConfig:
     mse_weight: float = 1.0
     locality_weight: float = 1.0   # random nearby latents keep their renders (0: off)
     locality_step: float = 0.3     # how far from the pivot toward a random sample those latents lie
+    locality_latents: int = 16     # how many such latents (drawn once, the regulariser cycles through them)
+    regulariser_lpips_scale: float = 0.5   # the regularisers' LPIPS input size, as a fraction of the photo term's
     multiview_weight: float = 0.3  # the pivot's renders at other cameras are kept (0: off, "naive PTI")
     views: int = 6                 # prior cameras of the multi-view regulariser
     seed: int = 0
@@ -84,9 +86,12 @@ class TuningConfig:
     def __post_init__(self) -> None:
         if self.parts not in PTI_PARTS:
             raise ValueError(f"parts must be one of {', '.join(PTI_PARTS)}, got {self.parts!r}")
-        if self.steps < 1 or self.views < 1:
-            raise ValueError("steps and views must be at least 1")
-        for name in ("lr", "lpips_weight", "mse_weight", "locality_weight", "locality_step", "multiview_weight"):
+        if self.steps < 1 or self.views < 1 or self.locality_latents < 1:
+            raise ValueError("steps, views and locality_latents must be at least 1")
+        if not 0 < self.regulariser_lpips_scale <= 1:
+            raise ValueError(f"regulariser_lpips_scale must be in (0, 1], got {self.regulariser_lpips_scale}")
+        for name in ("lr", "lpips_weight", "mse_weight", "locality_weight", "locality_step", "multiview_weight",
+                     "regulariser_lpips_scale"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
