@@ -237,6 +237,8 @@ def _parse_camera(_ctx: click.Context, _param: click.Parameter, value: str | Non
 @click.option("--pti-lr", type=float, default=TuningConfig.lr, show_default=True)
 @click.option("--pti-parts", type=click.Choice(PTI_PARTS), default=TuningConfig.parts, show_default=True,
               help="Which parameters the tuning changes.")
+@click.option("--pti-mse-weight", type=float, default=TuningConfig.mse_weight, show_default=True,
+              help="Weight of the pixel MSE against LPIPS at the photo's view.")
 @click.option("--pti-locality-weight", type=float, default=TuningConfig.locality_weight, show_default=True,
               help="Keep the renders of random latents near the pivot (PTI's regulariser; 0: off).")
 @click.option("--pti-multiview-weight", type=float, default=TuningConfig.multiview_weight, show_default=True,
@@ -248,7 +250,7 @@ def invert(photos: tuple[Path, ...], network: str, out_dir: Path, steps: int, al
            camera_lr: float, lpips_weight: float, mse_weight: float, w_avg_weight: float, spread_weight: float,
            frontal_frozen_nerf: bool, batch_size: int, photos_per_pass: int, lpips_resolution: int, save_video: bool,
            paste_back: bool, paste_region: str, pti: bool, pti_steps: int, pti_lr: float, pti_parts: str,
-           pti_locality_weight: float, pti_multiview_weight: float, device: str) -> None:
+           pti_mse_weight: float, pti_locality_weight: float, pti_multiview_weight: float, device: str) -> None:
     """Invert PHOTOS into the generator: aligned.png, reconstruction.png, latent.npz, metrics.json per photo."""
     from stylenerf_edit.invert.pipeline import InvertOptions, invert_photos
 
@@ -265,8 +267,8 @@ def invert(photos: tuple[Path, ...], network: str, out_dir: Path, steps: int, al
         except ValueError as e:
             raise click.BadParameter(str(e)) from None
     try:
-        tuning = TuningConfig(steps=pti_steps, lr=pti_lr, parts=pti_parts, locality_weight=pti_locality_weight,
-                              multiview_weight=pti_multiview_weight) if pti else None
+        tuning = TuningConfig(steps=pti_steps, lr=pti_lr, parts=pti_parts, mse_weight=pti_mse_weight,
+                              locality_weight=pti_locality_weight, multiview_weight=pti_multiview_weight) if pti else None
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     options = InvertOptions(config=config, aligned=aligned, face_index=face_index, landmarks=landmarks, pose=pose,
@@ -447,7 +449,7 @@ def edit(latent: Path, edits: tuple[str, ...], network: str, rows: str | None, e
 @click.option("--device", default="auto", show_default=True)
 @_friendly_errors
 def demo(out_dir: Path, photo: Path | None, network: str, steps: int, pti: bool, device: str) -> None:
-    """The whole job in one command: invert a photo, edit smile and age, render new views, write index.html."""
+    """The whole job in one command: invert a photo, edit smile, age and glasses, render new views, write index.html."""
     from stylenerf_edit.demo import run_demo
 
     result = run_demo(out_dir, photo=photo, network=network, steps=steps, pti=TuningConfig() if pti else None,

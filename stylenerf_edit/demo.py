@@ -35,7 +35,7 @@ from stylenerf_edit.invert.pipeline import InvertOptions, invert_photos
 from stylenerf_edit.invert.pti import TuningConfig, tuned_for_latent
 from stylenerf_edit.synthetic.dataset import demo_photos
 
-DEMO_EDITS = ("smile=+2", "smile=-2", "age=+2", "age=-2")
+DEMO_EDITS = ("smile=+2", "smile=-2", "age=+2", "age=-2", "glasses=+2")
 TILE = 128
 DEMO_RECORD = "demo.json"
 
