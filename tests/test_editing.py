@@ -294,10 +294,11 @@ def test_cli_demo(tmp_path):
     assert result.exit_code == 0, result.output
     demo = tmp_path / "demo"
     overview = Image.open(demo / "overview.png")
-    assert overview.size[1] == 6 * 128      # photo/fit, views, four edits
+    assert overview.size[1] == 7 * 128      # photo/fit, views, five edits
     html = (demo / "index.html").read_text()
     assert "overview.png" in html and "smile+2/sweep.gif" in html
-    assert (demo / "age-2" / "sweep.mp4").is_file() and (demo / "inversion").is_dir()
+    assert (demo / "age-2" / "sweep.mp4").is_file() and (demo / "glasses+2" / "sweep.gif").is_file()
+    assert (demo / "inversion").is_dir()
     metrics = json.loads(next((demo / "inversion").glob("*/metrics.json")).read_text())
     assert metrics["pose_method"] == "predictor"
     assert set(json.loads((demo / "demo.json").read_text())["files"]) == {"overview.png", "index.html"}

