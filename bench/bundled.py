@@ -55,7 +55,7 @@ def renderer_speed(resolution: int = 64, batch: int = 64, repeats: int = 5) -> f
 def attribute_readout(predictor: str | None, z: torch.Tensor, cams: list, fakes: torch.Tensor,
                       reals: torch.Tensor) -> None:
     """The predictor on the world's renders and on the model's renders of the same held-out triples."""
-    from stylenerf_edit.synthetic.predictor import ANGLE_SCALE, AttributePredictor, evaluate
+    from stylenerf_edit.synthetic.predictor import ANGLE_SCALE, AttributePredictor, score_predictions
 
     model = AttributePredictor.from_pretrained(predictor)
     p = head_params_from_z(z)
@@ -69,9 +69,10 @@ def attribute_readout(predictor: str | None, z: torch.Tensor, cams: list, fakes:
                          ("model renders", fakes)):
         if images.shape[-1] != model.input_resolution:
             images = torch.nn.functional.interpolate(images, size=model.input_resolution, mode="area")
-        e = evaluate(model, images, targets)
-        read = model.predict(images)["smile"]
-        a, b = torch.linalg.lstsq(torch.stack([p.smile, torch.ones_like(p.smile)], 1), read[:, None]).solution[:, 0]
+        pred = model.predict(images)
+        e = score_predictions(pred, targets)
+        a, b = torch.linalg.lstsq(torch.stack([p.smile, torch.ones_like(p.smile)], 1),
+                                  pred["smile"][:, None]).solution[:, 0]
         print(f"| {name} | {e.glasses_accuracy:.3f} | {e.smile_mae:.3f} | {e.age_mae:.3f} | {e.hair_color_mae:.3f} | "
               f"{e.yaw_mae_deg:.2f} | a {a:.2f}, b {b:+.2f} |")
 

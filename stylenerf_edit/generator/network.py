@@ -158,8 +158,6 @@ class SynthesisNetwork(nn.Module):
             max_resolution: stop the upsampler at the first block that reaches this resolution (a preview: the
                 skip architecture's image at that size, for a fraction of the cost); None runs every block.
         """
-        if fp16 and ws.device.type != "cuda":
-            raise ValueError("fp16 synthesis is a GPU option; on the CPU the generator runs in float32")
         lowres = self.render_lowres(ws, world_mat, camera_mat, bg_code, hierarchical=hierarchical, nerf_grad=nerf_grad,
                                     roll=roll)
         return self.upsample(lowres, ws, fp16=fp16, keep_blocks=keep_blocks, max_resolution=max_resolution)
@@ -187,6 +185,8 @@ class SynthesisNetwork(nn.Module):
                  max_resolution: int | None = None) -> SynthesisOutput:
         """The upsampler half of :meth:`forward`, from :meth:`render_lowres`'s output (left unchanged) and the
         same ws [B, num_ws, w_dim]: a frozen NeRF's output can be rendered once and upsampled many times (PTI)."""
+        if fp16 and ws.device.type != "cuda":
+            raise ValueError("fp16 synthesis is a GPU option; on the CPU the generator runs in float32")
         cfg = self.cfg
         assert ws.shape == (lowres.feat_lr.shape[0], self.num_ws, cfg.w_dim), \
             f"expected ws [{lowres.feat_lr.shape[0]}, {self.num_ws}, {cfg.w_dim}], got {tuple(ws.shape)}"

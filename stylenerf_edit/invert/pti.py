@@ -41,7 +41,7 @@ from stylenerf_edit.generator.network import Generator, SynthesisOutput
 
 from .lpips import LPIPS
 from .optimize import lpips_input
-from .settings import TuningConfig
+from .settings import LPIPS_MAX_RESOLUTION, TuningConfig
 
 TUNING_NAME = "tuning.safetensors"
 TUNING_FORMAT = "stylenerf-edit-tuning"
@@ -91,7 +91,7 @@ class _Shot:
 
 
 def _shoot(G: Generator, ws: torch.Tensor, camera: Camera, bg: torch.Tensor, frozen_nerf: bool,
-           lpips: LPIPS | None = None, lpips_resolution: int = 0) -> _Shot:
+           lpips: LPIPS | None = None, lpips_resolution: int = LPIPS_MAX_RESOLUTION) -> _Shot:
     """A shot of the untuned ``G``; with ``lpips``, a regulariser's: the image and its LPIPS features kept."""
     with torch.no_grad():
         world, intr = stack_cameras([camera], device=G.device)
@@ -138,10 +138,11 @@ def tune(G: Generator, ws: torch.Tensor, camera: Camera, bg_code: torch.Tensor, 
     target = target.detach().to(dev, torch.float32)[None]
     frozen_nerf = config.parts == "upsampler"
     with torch.no_grad():
-        target_features = lpips.features(lpips_input(target))
+        seen = lpips_input(target)
+        target_features = lpips.features(seen)
         photo = _shoot(G, pivot, camera, bg, frozen_nerf)
         # the regularisers' LPIPS looks at a smaller image: they keep renders close, the photo's term fits detail
-        reg_res = max(16, round(lpips_input(target).shape[-1] * config.regulariser_lpips_scale))
+        reg_res = max(16, round(seen.shape[-1] * config.regulariser_lpips_scale))
         views = [_shoot(G, pivot, view, bg, frozen_nerf, lpips, reg_res)
                  for view in G.camera_prior.sample(config.views, gen)]
         w_random = G.mapping(G.sample_z(config.locality_latents, gen).to(dev))

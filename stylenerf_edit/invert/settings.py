@@ -92,8 +92,7 @@ class TuningConfig:
             raise ValueError("steps, views and locality_latents must be at least 1")
         if not 0 < self.regulariser_lpips_scale <= 1:
             raise ValueError(f"regulariser_lpips_scale must be in (0, 1], got {self.regulariser_lpips_scale}")
-        for name in ("lr", "lpips_weight", "mse_weight", "locality_weight", "locality_step", "multiview_weight",
-                     "regulariser_lpips_scale"):
+        for name in ("lr", "lpips_weight", "mse_weight", "locality_weight", "locality_step", "multiview_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")

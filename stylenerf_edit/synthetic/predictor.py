@@ -179,9 +179,13 @@ class Evaluation:
 
 
 def evaluate(model: AttributePredictor, images: torch.Tensor, targets: torch.Tensor) -> Evaluation:
-    pred = model.predict(images)
+    return score_predictions(model.predict(images), targets)
+
+
+def score_predictions(pred: dict[str, torch.Tensor], targets: torch.Tensor) -> Evaluation:
+    """:class:`Evaluation` of :meth:`AttributePredictor.predict`'s output against ``targets`` [N, 6]."""
     t = targets
-    return Evaluation(n=len(images), smile_mae=float((pred["smile"] - t[:, 0]).abs().mean()),
+    return Evaluation(n=len(t), smile_mae=float((pred["smile"] - t[:, 0]).abs().mean()),
                       age_mae=float((pred["age"] - t[:, 1]).abs().mean()),
                       hair_color_mae=float((pred["hair_color"] - t[:, 3]).abs().mean()),
                       yaw_mae_deg=float((pred["yaw"] - t[:, 4] * ANGLE_SCALE).abs().mean()),
