@@ -15,6 +15,7 @@ the bundled model. Reported per arm, as medians over the photos (means in the JS
 Arms (all but the last use this project's optimiser, loss and schedule, ``--steps`` steps):
 
 * ``ours``: pose predictor, camera refined, NeRF gradients, background code fitted (the defaults);
+* ``ours-no-coarse``: the same with every step at full size (``coarse_fraction`` 0: what coarse-to-fine costs);
 * ``ours-fixed-camera``: the same without camera refinement;
 * ``ours-search``: pose by the model-agnostic search instead of the predictor (which was trained on the same
   procedural world), refined; ``ours-search-fixed-camera`` without refinement;
@@ -33,9 +34,10 @@ Arms (all but the last use this project's optimiser, loss and schedule, ``--step
   torch seed 303) kept fixed, since in its eval mode no gradient reaches the NeRF rows or the background;
 * ``ours+pti``: ``ours``, then pivotal tuning around each latent (``invert.pti``, default settings); every
   figure is the tuned generator's, and the time includes the tuning;
-* ``ours+pti-naive``: the same without the multi-view regulariser (what it buys for the other views).
+* ``ours+pti-naive``: the same without the multi-view regulariser (what it buys for the other views);
+* ``ours+pti-no-edit-term``: the same without the edit regulariser (what it buys for edits).
 
-The PTI arms tune the latents ``ours`` found (one W+ run serves the three: it is deterministic); their seconds
+The PTI arms tune the latents ``ours`` found (one W+ run serves them all: it is deterministic); their seconds
 are the W+ time plus the tuning.
 
 For the PTI arms also the edits: each shipped direction at strength +2 on every latent, rendered at the
@@ -75,8 +77,9 @@ from stylenerf_edit.synthetic.dataset import synthesize
 from stylenerf_edit.synthetic.params import HeadParams
 from stylenerf_edit.synthetic.renderer import render_heads
 
-METHODS = ("ours", "ours-fixed-camera", "ours-search", "ours-search-fixed-camera", "true-camera",
-           "predictor-frozen-nerf", "frontal-frozen-nerf", "official-settings", "ours+pti", "ours+pti-naive")
+METHODS = ("ours", "ours-no-coarse", "ours-fixed-camera", "ours-search", "ours-search-fixed-camera", "true-camera",
+           "predictor-frozen-nerf", "frontal-frozen-nerf", "official-settings", "ours+pti", "ours+pti-naive",
+           "ours+pti-no-edit-term")
 NOVEL_YAWS = (-25.0, 25.0)
 
 # apps/inversion.py (facebookresearch/StyleNeRF, commit 7f5610a)
@@ -142,6 +145,7 @@ def official_settings(steps: int) -> InversionConfig:
 def arm(method: str, steps: int, official_steps: int) -> Arm:
     ours = InversionConfig(steps=steps)
     return {"ours": Arm(ours, "predictor"),
+            "ours-no-coarse": Arm(replace(ours, coarse_fraction=0.0), "predictor"),
             "ours-fixed-camera": Arm(replace(ours, refine_camera=False), "predictor"),
             "ours-search": Arm(ours, "search"),
             "ours-search-fixed-camera": Arm(replace(ours, refine_camera=False), "search"),
@@ -150,7 +154,8 @@ def arm(method: str, steps: int, official_steps: int) -> Arm:
             "frontal-frozen-nerf": Arm(InversionConfig.frozen_nerf(steps), "frontal"),
             "official-settings": Arm(official_settings(official_steps), "official", official_start=True),
             "ours+pti": Arm(ours, "predictor", pti=TuningConfig()),
-            "ours+pti-naive": Arm(ours, "predictor", pti=TuningConfig(multiview_weight=0.0))}[method]
+            "ours+pti-naive": Arm(ours, "predictor", pti=TuningConfig(multiview_weight=0.0)),
+            "ours+pti-no-edit-term": Arm(ours, "predictor", pti=TuningConfig(edit_weight=0.0))}[method]
 
 
 def official_start(G: Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ median of ``--steps`` timed steps after one warm-up and the per-photo time at ``
 default 300), with the thread count and the load average (other processes on the cores slow the runs down).
 
     python bench/inversion_speed.py [--resolutions 256 512] [--threads 2] [--steps 5] [--lpips-resolutions 256 128]
-                                    [--bf16]
+                                    [--bf16] [--coarse-fractions 0.7 0.8]
 
 ``--bf16`` runs the generator and LPIPS under ``torch.autocast("cpu", torch.bfloat16)`` as well and reports its
 speed and how far its loss and W+ gradient are from float32's. Only CPUs with native bfloat16 arithmetic
@@ -30,10 +30,12 @@ from stylenerf_edit.invert.lpips import LPIPS
 from stylenerf_edit.invert.optimize import InversionConfig, lpips_input
 
 
-def time_steps(G: Generator, lpips: LPIPS, steps: int, bf16: bool, lpips_resolution: int) -> dict[str, float]:
-    """Median seconds of the parts of one inversion step, and the loss and ws gradient of the last one."""
+def time_steps(G: Generator, lpips: LPIPS, steps: int, bf16: bool, lpips_resolution: int,
+               max_resolution: int | None = None) -> dict[str, float]:
+    """Median seconds of the parts of one inversion step, and the loss and ws gradient of the last one;
+    ``max_resolution``: a coarse step, the upsampler stopped there against a target of that size."""
     gen = torch.Generator().manual_seed(0)
-    res = G.img_resolution
+    res = G.img_resolution if max_resolution is None else max_resolution
     ws = G.mapping(torch.randn(1, G.cfg.z_dim, generator=gen)).detach().requires_grad_(True)
     bg = torch.zeros(1, G.cfg.bg_code_dim).requires_grad_(True)
     world, intr = stack_cameras([Camera()])
@@ -45,7 +47,7 @@ def time_steps(G: Generator, lpips: LPIPS, steps: int, bf16: bool, lpips_resolut
         ws.grad = bg.grad = None
         t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            img = G.synthesis(ws, world, intr, bg).img.float()
+            img = G.synthesis(ws, world, intr, bg, max_resolution=max_resolution).img.float()
             t1 = time.perf_counter()
             loss = lpips.distance(lpips_input(img, lpips_resolution), features).sum() + (img - target).square().mean()
         t2 = time.perf_counter()
@@ -65,6 +67,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--photo-steps", type=int, default=InversionConfig.steps)
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--coarse-fractions", type=float, nargs="*", default=[],
+                        help="also time a coarse step (InversionConfig.coarse_resolution) and print the per-photo "
+                             "time of these coarse-to-fine schedules")
     parser.add_argument("--lpips-resolutions", type=int, nargs="+", default=[InversionConfig.lpips_resolution],
                         help="LPIPS sizes to time (InversionConfig.lpips_resolution), e.g. 256 128")
     args = parser.parse_args()
@@ -86,6 +91,15 @@ def main() -> None:
                     err = (r["grad"] - ref["grad"]).norm() / ref["grad"].norm()
                     line += f"; loss {r['loss']:.4f} vs {ref['loss']:.4f} fp32, ws gradient off by {err:.1%}"
                 print(line, flush=True)
+            if args.coarse_fractions and not bf16:
+                coarse_res = InversionConfig.coarse_resolution
+                c = time_steps(G, lpips, args.steps, False, lpips_res, coarse_res)
+                line = f"    coarse step ({coarse_res} px): {c['step']:.2f} s/step;"
+                for f in args.coarse_fractions:
+                    n_coarse = round(f * args.photo_steps)
+                    total = n_coarse * c["step"] + (args.photo_steps - n_coarse) * r["step"]
+                    line += f" coarse fraction {f:g}: {total / 60:.1f} min per photo;"
+                print(line.rstrip(";"), flush=True)
 
 
 if __name__ == "__main__":

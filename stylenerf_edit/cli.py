@@ -226,6 +226,10 @@ def _parse_camera(_ctx: click.Context, _param: click.Parameter, value: str | Non
 @click.option("--lpips-resolution", type=click.IntRange(32, 256), default=InversionConfig.lpips_resolution,
               show_default=True, help="LPIPS compares the images downsampled to at most this size: 128 makes a "
               "256-px step about a third faster.")
+@click.option("--coarse-fraction", type=click.FloatRange(0, 1, max_open=True),
+              default=InversionConfig.coarse_fraction, show_default=True,
+              help="Coarse to fine: this fraction of the first steps stops the upsampler at 64 px and fits the photo "
+                   "downsampled to it, a fraction of a full step's cost (none on a model of 64 px or less).")
 @click.option("--save-video", is_flag=True, help="Also write optimisation.mp4 (target | reconstruction).")
 @click.option("--paste-back", is_flag=True, help="Also write pasted.png: the reconstruction in the original photo.")
 @click.option("--paste-region", type=click.Choice(["face", "square"]), default="face", show_default=True,
@@ -243,32 +247,37 @@ def _parse_camera(_ctx: click.Context, _param: click.Parameter, value: str | Non
               help="Keep the renders of random latents near the pivot (PTI's regulariser; 0: off).")
 @click.option("--pti-multiview-weight", type=float, default=TuningConfig.multiview_weight, show_default=True,
               help="Keep the pivot's renders at other cameras (0: off, naive PTI).")
+@click.option("--pti-edit-weight", type=float, default=TuningConfig.edit_weight, show_default=True,
+              help="Edits of the latent change the tuned image as they change the untuned one (0: off).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
 @_friendly_errors
 def invert(photos: tuple[Path, ...], network: str, out_dir: Path, steps: int, aligned: bool, face_index: int,
            landmarks: str, pose: str, camera: tuple[float, float] | None, fix_camera: bool, w_lr: float,
            camera_lr: float, lpips_weight: float, mse_weight: float, w_avg_weight: float, spread_weight: float,
-           frontal_frozen_nerf: bool, batch_size: int, photos_per_pass: int, lpips_resolution: int, save_video: bool,
+           frontal_frozen_nerf: bool, batch_size: int, photos_per_pass: int, lpips_resolution: int,
+           coarse_fraction: float, save_video: bool,
            paste_back: bool, paste_region: str, pti: bool, pti_steps: int, pti_lr: float, pti_parts: str,
-           pti_mse_weight: float, pti_locality_weight: float, pti_multiview_weight: float, device: str) -> None:
+           pti_mse_weight: float, pti_locality_weight: float, pti_multiview_weight: float, pti_edit_weight: float,
+           device: str) -> None:
     """Invert PHOTOS into the generator: aligned.png, reconstruction.png, latent.npz, metrics.json per photo."""
     from stylenerf_edit.invert.pipeline import InvertOptions, invert_photos
 
     if frontal_frozen_nerf:
         config = replace(InversionConfig.frozen_nerf(steps), photos_per_pass=photos_per_pass,
-                         lpips_resolution=lpips_resolution)
+                         lpips_resolution=lpips_resolution, coarse_fraction=coarse_fraction)
         camera = camera or (0.0, 0.0)
     else:
         try:
             config = InversionConfig(steps=steps, w_lr=w_lr, camera_lr=camera_lr, lpips_weight=lpips_weight,
                                      mse_weight=mse_weight, w_avg_weight=w_avg_weight, spread_weight=spread_weight,
                                      refine_camera=not fix_camera, photos_per_pass=photos_per_pass,
-                                     lpips_resolution=lpips_resolution)
+                                     lpips_resolution=lpips_resolution, coarse_fraction=coarse_fraction)
         except ValueError as e:
             raise click.BadParameter(str(e)) from None
     try:
         tuning = TuningConfig(steps=pti_steps, lr=pti_lr, parts=pti_parts, mse_weight=pti_mse_weight,
-                              locality_weight=pti_locality_weight, multiview_weight=pti_multiview_weight) if pti else None
+                              locality_weight=pti_locality_weight, multiview_weight=pti_multiview_weight,
+                              edit_weight=pti_edit_weight) if pti else None
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     options = InvertOptions(config=config, aligned=aligned, face_index=face_index, landmarks=landmarks, pose=pose,
@@ -478,6 +487,10 @@ def demo(out_dir: Path, photo: Path | None, network: str, steps: int, pti: bool,
 @click.option("--lpips-resolution", type=click.IntRange(32, 256), default=InversionConfig.lpips_resolution,
               show_default=True, help="LPIPS compares the images downsampled to at most this size: 128 makes a "
               "256-px step about a third faster.")
+@click.option("--coarse-fraction", type=click.FloatRange(0, 1, max_open=True),
+              default=InversionConfig.coarse_fraction, show_default=True,
+              help="Coarse to fine: this fraction of the first steps stops the upsampler at 64 px and fits the photo "
+                   "downsampled to it, a fraction of a full step's cost (none on a model of 64 px or less).")
 @click.option("--pti", is_flag=True, help="Also tune the generator around each latent (pivotal tuning, default "
               "settings; see invert --pti): tuning.safetensors per photo, used by its edits.")
 @click.option("--workers", type=click.IntRange(1), default=None,
@@ -493,7 +506,8 @@ def demo(out_dir: Path, photo: Path | None, network: str, steps: int, pti: bool,
               help="auto, cpu, cuda, cuda:1, or a list cuda:0,cuda:1 for local workers.")
 @_friendly_errors
 def batch(input_dir: Path, out_dir: Path, edits: tuple[str, ...], views: str, network: str, steps: int,
-          aligned: bool, batch_size: int, photos_per_pass: int, lpips_resolution: int, pti: bool, workers: int | None,
+          aligned: bool, batch_size: int, photos_per_pass: int, lpips_resolution: int, coarse_fraction: float,
+          pti: bool, workers: int | None,
           engine: str,
           address: str | None, limit: int | None,
           dry_run: bool, retry_failed: bool, force: bool, device: str) -> None:
@@ -501,7 +515,8 @@ def batch(input_dir: Path, out_dir: Path, edits: tuple[str, ...], views: str, ne
     from stylenerf_edit.batch import BatchOptions, format_plan, format_summary, run_batch
     from stylenerf_edit.invert.pipeline import InvertOptions
 
-    config = InversionConfig(steps=steps, photos_per_pass=photos_per_pass, lpips_resolution=lpips_resolution)
+    config = InversionConfig(steps=steps, photos_per_pass=photos_per_pass, lpips_resolution=lpips_resolution,
+                             coarse_fraction=coarse_fraction)
     options = BatchOptions(invert=InvertOptions(config=config, aligned=aligned,
                                                 batch_size=batch_size, pti=TuningConfig() if pti else None),
                            edits=edits, views=views, engine=engine, workers=workers, address=address,

@@ -549,3 +549,29 @@ def test_commit_replaces_only_its_own_unchanged_folder(tmp_path, monkeypatch):
     (out / ".x.partial-0123456789ab").mkdir()
     assert remove_leftovers(out) == 2
     assert sorted(p.name for p in staging.iterdir()) == ["notes.txt"] and (out / ".x.partial-0123456789ab").is_dir()
+
+
+def test_settings_added_later_leave_earlier_hashes_valid_until_used():
+    """A batch finished before coarse-to-fine or the PTI edit regulariser existed keeps its settings hash; turning
+    either on changes it."""
+    from stylenerf_edit.batch.run import batch_config, config_hash
+    from stylenerf_edit.invert.pipeline import InvertOptions
+    from stylenerf_edit.invert.settings import InversionConfig, TuningConfig
+
+    _, info = load_with_info("bundled:heads")
+
+    def recorded(config: InversionConfig, pti: TuningConfig | None) -> dict:
+        options = BatchOptions(invert=InvertOptions(config=config, pti=pti))
+        return batch_config(info, "bundled:heads", options, [], [])
+
+    plain = recorded(InversionConfig(coarse_fraction=0.0), TuningConfig(edit_weight=0.0))
+    assert not {"coarse_fraction", "coarse_resolution"} & set(plain["inversion"])
+    assert not {"edit_weight", "edit_directions", "edit_strength"} & set(plain["invert"]["pti"])
+    coarse = recorded(InversionConfig(coarse_fraction=0.5), TuningConfig(edit_weight=0.0))
+    assert coarse["inversion"]["coarse_fraction"] == 0.5 and coarse["inversion"]["coarse_resolution"] == 64
+    edits = recorded(InversionConfig(coarse_fraction=0.0), TuningConfig(edit_weight=2.0))
+    assert edits["invert"]["pti"]["edit_directions"] == TuningConfig.edit_directions
+    assert len({config_hash(plain), config_hash(coarse), config_hash(edits)}) == 3
+    # the coarse size means nothing without coarse steps
+    assert config_hash(recorded(InversionConfig(coarse_fraction=0.0, coarse_resolution=128),
+                                TuningConfig(edit_weight=0.0))) == config_hash(plain)

@@ -15,7 +15,7 @@ from stylenerf_edit.generator.checkpoint import load_with_info
 from stylenerf_edit.invert.align import align_photo
 from stylenerf_edit.invert.latent import GeneratorRef, Latent, LatentError, load_latent, save_latent
 from stylenerf_edit.invert.lpips import LPIPS
-from stylenerf_edit.invert.optimize import InversionConfig, invert, learning_rate_factor
+from stylenerf_edit.invert.optimize import InversionConfig, coarse_step_count, invert, learning_rate_factor
 from stylenerf_edit.invert.pose import (PoseCalibration, calibrate_pose, fit_calibration, pose_grid,
                                         pose_from_landmarks, project_mean_face, raw_pose_from_landmarks,
                                         search_pose)
@@ -248,6 +248,34 @@ def test_inversion_reaches_a_psnr_floor(bundled, lpips):
     assert all(not p.requires_grad for p in G.parameters())   # the generator is left as it was
 
 
+def test_coarse_steps_fit_the_upsamplers_preview_to_the_downsampled_photo(bundled, lpips):
+    """The first ``coarse_fraction`` of the steps compare the upsampler's 64-px image with the photo area-downsampled
+    to 64 px; the rest, and the callback's images, are at full size."""
+    import torch.nn.functional as F
+
+    G, _ = bundled
+    cams = [Camera(yaw=15.0, pitch=4.0)]
+    _, _, target = _sample(G, 1, seed=11, cameras=cams)
+    seen = []
+    config = InversionConfig(steps=4, coarse_fraction=0.5, coarse_resolution=64)
+    result = invert(G, target, cams, lpips, config, callback=lambda step, terms, img: seen.append(img.shape[-1]))[0]
+    ws0, bg0 = G.mapping.w_avg.expand(1, G.num_ws, -1), torch.zeros(1, G.cfg.bg_code_dim)
+    with torch.no_grad():
+        preview = G.synthesize(ws0, cams, bg0, max_resolution=64).img
+        full = G.synthesize(ws0, cams, bg0).img
+    assert preview.shape[-1] == 64 < G.img_resolution
+    coarse_mse = float((preview - F.interpolate(target, size=(64, 64), mode="area")).square().mean())
+    assert result.history["mse"][0] == pytest.approx(coarse_mse, rel=1e-4)
+    assert result.history["mse"][0] != pytest.approx(float((full - target).square().mean()), rel=1e-2)
+    assert seen == [G.img_resolution] * 4 and result.image.shape[-1] == G.img_resolution
+    # a generator no larger than the coarse size runs every step at full size
+    assert coarse_step_count(replace(config, coarse_resolution=G.img_resolution), G.img_resolution) == 0
+    assert coarse_step_count(config, G.img_resolution) == 2
+    for bad in ({"coarse_fraction": 1.0}, {"coarse_fraction": -0.1}, {"coarse_resolution": 16}):
+        with pytest.raises(ValueError, match="coarse"):
+            InversionConfig(**bad)
+
+
 def test_frozen_nerf_keeps_camera_nerf_rows_and_background(bundled, lpips):
     G, _ = bundled
     cams = [Camera(yaw=20.0)]
@@ -464,7 +492,7 @@ def test_cli_calibrate_pose_refuses_a_model_without_detectable_faces(tmp_path):
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_lpips_resolution_is_checked_and_used(tmp_path):
+def test_lpips_resolution_and_coarse_fraction_are_checked_and_used(tmp_path):
     from click.testing import CliRunner
 
     from stylenerf_edit.cli import main
@@ -475,11 +503,18 @@ def test_lpips_resolution_is_checked_and_used(tmp_path):
         InversionConfig(lpips_resolution=16)
     images = torch.zeros(2, 3, 64, 64)
     assert lpips_input(images, 32).shape == (2, 3, 32, 32) and lpips_input(images).shape == (2, 3, 64, 64)
-    losses = {}
-    for size in (64, 32):
-        out = tmp_path / str(size)
-        result = CliRunner().invoke(main, ["invert", str(demo_photos()[1]), "--aligned", "--steps", "2",
-                                           "--lpips-resolution", str(size), "--out", str(out)])
+    runs = {"64": ["--lpips-resolution", "64", "--coarse-fraction", "0"],
+            "32": ["--lpips-resolution", "32", "--coarse-fraction", "0"],
+            "coarse": ["--lpips-resolution", "64", "--coarse-fraction", "0.5"]}
+    history = {}
+    for name, args in runs.items():
+        out = tmp_path / name
+        result = CliRunner().invoke(main, ["invert", str(demo_photos()[1]), "--aligned", "--steps", "2", *args,
+                                           "--out", str(out)])
         assert result.exit_code == 0, result.output
-        losses[size] = np.load(next(out.glob("*/latent.npz")))["loss_lpips"]
-    assert not np.allclose(losses[64], losses[32])      # the loss saw other images
+        history[name] = np.load(next(out.glob("*/latent.npz")))
+    assert not np.allclose(history["64"]["loss_lpips"], history["32"]["loss_lpips"])    # the loss saw other images
+    assert history["coarse"]["loss_mse"][0] != pytest.approx(history["64"]["loss_mse"][0], rel=1e-3)   # a 64-px fit
+    result = CliRunner().invoke(main, ["invert", str(demo_photos()[1]), "--aligned", "--coarse-fraction", "1",
+                                       "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 2 and "--coarse-fraction" in result.output

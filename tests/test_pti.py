@@ -10,8 +10,8 @@ from safetensors.torch import save_file
 from stylenerf_edit.generator.camera import Camera, stack_cameras
 from stylenerf_edit.generator.checkpoint import load_with_info
 from stylenerf_edit.invert.lpips import LPIPS
-from stylenerf_edit.invert.pti import (TuningConfig, TuningError, apply_tuning, load_tuning, save_tuning, tune,
-                                       tuned_parameters)
+from stylenerf_edit.invert.pti import (TuningConfig, TuningError, apply_tuning, load_tuning, principal_directions,
+                                       save_tuning, tune, tuned_parameters)
 from stylenerf_edit.metrics import psnr
 
 
@@ -67,6 +67,44 @@ def test_tuning_the_nerf_renders_it_every_step(setup):
     assert _input_psnr(tuned, pivot, camera, bg, target) > _input_psnr(G, pivot, camera, bg, target) + 0.1
 
 
+def test_principal_directions_are_the_mappings_leading_axes_at_one_standard_deviation(setup):
+    G = setup[0]
+    dirs = principal_directions(G, 4, torch.Generator().manual_seed(0), samples=2048)
+    assert dirs.shape == (4, G.cfg.w_dim)
+    norms = dirs.norm(dim=1)
+    assert torch.all(norms[:-1] >= norms[1:])
+    unit = dirs / norms[:, None]
+    assert torch.allclose(unit @ unit.T, torch.eye(4), atol=1e-4)
+    with torch.no_grad():    # fresh samples spread along each axis by about its length
+        w = G.mapping(G.sample_z(2048, torch.Generator().manual_seed(1)))[:, 0]
+    assert torch.allclose((w @ unit.T).std(0), norms, rtol=0.1)
+
+
+def test_the_edit_regulariser_keeps_an_edits_change_through_the_tuning(setup):
+    """Tuned hard around a poor pivot, the upsampler changes what an edit does; the edit term keeps the tuned change
+    under a principal edit closer to the untuned one."""
+    G, info, pivot, camera, bg, target, lpips = setup
+    edit = 2.0 * principal_directions(G, 1, torch.Generator().manual_seed(0))[0]
+    world, intr = stack_cameras([camera])
+
+    def change(model) -> torch.Tensor:
+        with torch.no_grad():
+            ws = torch.stack([pivot, pivot + edit])
+            img = model.synthesis(ws, world.expand(2, -1, -1), intr.expand(2, -1, -1), bg.expand(2, -1)).img
+        return img[1] - img[0]
+
+    base = change(G)
+    errors, terms = {}, []
+    for weight in (0.0, 50.0):
+        config = TuningConfig(steps=12, lr=1e-2, views=2, locality_weight=0.0, multiview_weight=0.0,
+                              edit_weight=weight, edit_directions=1)
+        tuning = tune(G, pivot, camera, bg, target, lpips, info.weights_sha256, config,
+                      callback=lambda step, t: terms.append(set(t)))
+        errors[weight] = float((change(apply_tuning(G, tuning, info.weights_sha256)) - base).square().mean())
+    assert all("edits" not in t for t in terms[:12]) and all("edits" in t for t in terms[12:])
+    assert errors[50.0] < 0.5 * errors[0.0], errors
+
+
 def test_tuning_files_are_checked(setup, tmp_path):
     G, info, *_ = setup
     with pytest.raises(TuningError, match="no such tuning file"):
@@ -86,7 +124,8 @@ def test_tuning_files_are_checked(setup, tmp_path):
     with pytest.raises(TuningError, match="does not have"):
         apply_tuning(G, Tuning({"synthesis.b64.torgb.bias": torch.zeros(5)}, info.weights_sha256), info.weights_sha256)
     for bad in ({"parts": "mapping"}, {"steps": 0}, {"lr": -1.0}, {"locality_latents": 0},
-                {"regulariser_lpips_scale": 0.0}, {"regulariser_lpips_scale": 1.5}):
+                {"regulariser_lpips_scale": 0.0}, {"regulariser_lpips_scale": 1.5}, {"edit_directions": 0},
+                {"edit_weight": -1.0}):
         with pytest.raises(ValueError):
             TuningConfig(**bad)
 

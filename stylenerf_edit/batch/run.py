@@ -166,18 +166,26 @@ def batch_config(info: GeneratorInfo, network: str, options: BatchOptions, edits
         "format": CONFIG_FORMAT,
         "weights_sha256": info.weights_sha256,
         "pose_calibration_sha256": sha256_file(calibration) if calibration.is_file() else None,
-        "inversion": asdict(inv.config),
+        "inversion": _recorded(asdict(inv.config), {"coarse_fraction": ("coarse_fraction", "coarse_resolution")}),
         "invert": {"aligned": inv.aligned, "face_index": inv.face_index, "landmarks": inv.landmarks,
                    "pose": inv.pose, "camera": None if inv.camera is None else list(inv.camera),
                    "save_video": inv.save_video, "video_frames": inv.video_frames if inv.save_video else None,
                    "paste_back": inv.paste_back, "lpips_net": inv.lpips_net,
                    **({"paste_region": inv.paste_region} if inv.paste_back else {}),   # earlier hashes stay valid
-                   "pti": None if inv.pti is None else asdict(inv.pti)},
+                   "pti": None if inv.pti is None else _recorded(asdict(inv.pti), {
+                       "edit_weight": ("edit_weight", "edit_directions", "edit_strength")})},
         "edits": [{"folder": e.folder, "strength": e.strength, "space": e.direction.space,
                    "rows": e.direction.rows, "offset": e.direction.offset, "spread": e.direction.spread,
                    "vector_sha256": _array_digest(e.direction.vector, e.direction.center)} for e in edits],
         "views": list(yaws) if edits else None,
     }
+
+
+def _recorded(settings: dict[str, Any], later: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """``settings`` less the groups of settings added in later versions whose switch (the key) is off (0): the hashes
+    of photos finished before those settings existed stay valid."""
+    dropped = {name for switch, names in later.items() if not settings[switch] for name in names}
+    return {k: v for k, v in settings.items() if k not in dropped}
 
 
 def config_hash(config: dict[str, Any]) -> str:

@@ -54,6 +54,11 @@ def lpips_input(images: torch.Tensor, max_resolution: int = LPIPS_MAX_RESOLUTION
     return images
 
 
+def coarse_step_count(config: InversionConfig, resolution: int) -> int:
+    """How many of the first steps run coarse: none when the generator's output is no larger than the coarse size."""
+    return round(config.coarse_fraction * config.steps) if config.coarse_resolution < resolution else 0
+
+
 StepCallback = Callable[[int, dict[str, torch.Tensor], torch.Tensor], None]
 
 
@@ -63,6 +68,8 @@ class _Pass:
 
     target: torch.Tensor        # [K, 3, R, R]
     target_features: list[torch.Tensor]     # the targets' LPIPS features, computed once
+    coarse_target: torch.Tensor             # [K, 3, r, r]: the targets at the coarse phase's size r
+    coarse_features: list[torch.Tensor]
     ws: torch.Tensor            # [K, num_ws, w_dim]
     bg_code: torch.Tensor       # [K, bg_code_dim]
     yaw: torch.Tensor           # [K]
@@ -70,17 +77,23 @@ class _Pass:
     radius: torch.Tensor        # [K]
     camera_mat: torch.Tensor    # [K, 4, 4]
 
-    def render(self, G: Generator, nerf_grad: bool = True) -> torch.Tensor:
+    def render(self, G: Generator, nerf_grad: bool = True, max_resolution: int | None = None) -> torch.Tensor:
         world = world_matrix(self.yaw, self.pitch, self.radius)
-        return G.synthesis(self.ws, world, self.camera_mat, self.bg_code, nerf_grad=nerf_grad).img
+        return G.synthesis(self.ws, world, self.camera_mat, self.bg_code, nerf_grad=nerf_grad,
+                           max_resolution=max_resolution).img
 
 
-def _loss_terms(G: Generator, photo: _Pass, lpips: LPIPS, config: InversionConfig,
-                w_avg: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Per-photo loss terms (each [K], "total" included) and the current images [K, 3, R, R]."""
-    img = photo.render(G, config.nerf_grad)
-    terms = {"lpips": lpips.distance(lpips_input(img, config.lpips_resolution), photo.target_features),
-             "mse": (img - photo.target).square().mean(dim=(1, 2, 3))}
+def _loss_terms(G: Generator, photo: _Pass, lpips: LPIPS, config: InversionConfig, w_avg: torch.Tensor,
+                coarse: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Per-photo loss terms (each [K], "total" included) and the current images [K, 3, R, R] (or, ``coarse``,
+    the upsampler stopped at the coarse size, against the targets downsampled to it)."""
+    if coarse:
+        img = photo.render(G, config.nerf_grad, photo.coarse_target.shape[-1])
+        target, features = photo.coarse_target, photo.coarse_features
+    else:
+        img, target, features = photo.render(G, config.nerf_grad), photo.target, photo.target_features
+    terms = {"lpips": lpips.distance(lpips_input(img, config.lpips_resolution), features),
+             "mse": (img - target).square().mean(dim=(1, 2, 3))}
     total = config.lpips_weight * terms["lpips"] + config.mse_weight * terms["mse"]
     if config.w_avg_weight:
         terms["w_avg"] = (photo.ws - w_avg).square().mean(dim=(1, 2))
@@ -125,13 +138,19 @@ def invert(G: Generator, targets: torch.Tensor, cameras: Sequence[Camera], lpips
         # Fresh tensors per pass: no pass's tensor is a view into (or shares memory layout with) another's.
         return torch.tensor(values, dtype=torch.float32, device=dev).requires_grad_(grad)
 
+    coarse_steps = coarse_step_count(config, R)
+    # the upsampler stops at the first block at least that large
+    coarse_res = min([r for r in G.cfg.block_resolutions if r >= config.coarse_resolution], default=R)
     photos = []
     for i in range(0, B, config.photos_per_pass):
         j, cams = i + config.photos_per_pass, cameras[i:i + config.photos_per_pass]
         target = targets[i:j].clone()
+        coarse_target = lpips_input(target, coarse_res)
         with torch.no_grad():
             target_features = lpips.features(lpips_input(target, config.lpips_resolution))
-        photos.append(_Pass(target=target, target_features=target_features,
+            coarse_features = lpips.features(lpips_input(coarse_target, config.lpips_resolution))
+        photos.append(_Pass(target=target, target_features=target_features, coarse_target=coarse_target,
+                            coarse_features=coarse_features,
                             ws=ws0[i:j].detach().float().clone().requires_grad_(True),
                             bg_code=bg0[i:j].detach().float().clone().requires_grad_(fit_bg),
                             yaw=leaf([c.yaw for c in cams], config.refine_camera),
@@ -151,13 +170,21 @@ def invert(G: Generator, targets: torch.Tensor, cameras: Sequence[Camera], lpips
     G.eval().requires_grad_(False)   # gradients reach the latents only
     try:
         for step in range(config.steps):
-            factor = learning_rate_factor(step, config.steps, config.warmup, config.rampdown)
+            # each phase has its own schedule: the coarse one ramps up and holds; the fine one, a new objective,
+            # ramps up again, holds and ramps down (with no coarse phase: the one schedule over all the steps)
+            if step < coarse_steps:
+                factor = learning_rate_factor(step, coarse_steps, config.warmup, 0.0)
+            else:
+                factor = learning_rate_factor(step - coarse_steps, config.steps - coarse_steps, config.warmup,
+                                              config.rampdown)
             for g in opt.param_groups:
                 g["lr"] = g["base"] * factor
             opt.zero_grad(set_to_none=True)
             per_photo, images = [], []
             for photo in photos:
-                terms, img = _loss_terms(G, photo, lpips, config, w_avg)
+                terms, img = _loss_terms(G, photo, lpips, config, w_avg, coarse=step < coarse_steps)
+                if img.shape[-1] != R:   # the callback sees every step's images at the photo's size
+                    img = F.interpolate(img, size=(R, R), mode="bilinear", align_corners=False)
                 if not torch.isfinite(terms["total"]).all():
                     raise FloatingPointError(f"the loss became non-finite at step {step}; lower the learning rates")
                 terms["total"].sum().backward()
