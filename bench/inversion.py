@@ -15,7 +15,7 @@ the bundled model. Reported per arm, as medians over the photos (means in the JS
 Arms (all but the last use this project's optimiser, loss and schedule, ``--steps`` steps):
 
 * ``ours``: pose predictor, camera refined, NeRF gradients, background code fitted (the defaults);
-* ``ours-no-coarse``: the same with every step at full size (``coarse_fraction`` 0: what coarse-to-fine costs);
+* ``ours-coarse``: the same with half the steps coarse to fine (``--coarse-fraction 0.5``: what it costs);
 * ``ours-fixed-camera``: the same without camera refinement;
 * ``ours-search``: pose by the model-agnostic search instead of the predictor (which was trained on the same
   procedural world), refined; ``ours-search-fixed-camera`` without refinement;
@@ -77,7 +77,7 @@ from stylenerf_edit.synthetic.dataset import synthesize
 from stylenerf_edit.synthetic.params import HeadParams
 from stylenerf_edit.synthetic.renderer import render_heads
 
-METHODS = ("ours", "ours-no-coarse", "ours-fixed-camera", "ours-search", "ours-search-fixed-camera", "true-camera",
+METHODS = ("ours", "ours-coarse", "ours-fixed-camera", "ours-search", "ours-search-fixed-camera", "true-camera",
            "predictor-frozen-nerf", "frontal-frozen-nerf", "official-settings", "ours+pti", "ours+pti-naive",
            "ours+pti-no-edit-term")
 NOVEL_YAWS = (-25.0, 25.0)
@@ -145,7 +145,7 @@ def official_settings(steps: int) -> InversionConfig:
 def arm(method: str, steps: int, official_steps: int) -> Arm:
     ours = InversionConfig(steps=steps)
     return {"ours": Arm(ours, "predictor"),
-            "ours-no-coarse": Arm(replace(ours, coarse_fraction=0.0), "predictor"),
+            "ours-coarse": Arm(replace(ours, coarse_fraction=0.5), "predictor"),
             "ours-fixed-camera": Arm(replace(ours, refine_camera=False), "predictor"),
             "ours-search": Arm(ours, "search"),
             "ours-search-fixed-camera": Arm(replace(ours, refine_camera=False), "search"),

@@ -40,14 +40,15 @@ class InversionConfig:
     # arithmetic (about 80 of 130 GFLOP with its backward): 128 makes that 4x cheaper (bench/inversion_speed.py).
     # The reported ``lpips`` metric always uses LPIPS_MAX_RESOLUTION.
     lpips_resolution: int = LPIPS_MAX_RESOLUTION
-    # Coarse to fine: the first ``coarse_fraction`` of the steps stop the upsampler at ``coarse_resolution`` (the
-    # skip architecture's image at that size) and compare it with the photo area-downsampled to it; the rest run at
-    # full size, with a learning-rate schedule of their own. A generator no larger than ``coarse_resolution`` runs
-    # every step at full size. On the bundled model's benchmark (three held-out photos) half the steps coarse kept
-    # the fit (median 29.65 dB vs 29.87, mean 29.11 vs 29.06) and cut a step to about a quarter at 64 px;
-    # 70 % coarse lost 0.9 dB. The 64-px preview is only ~28-30 dB from the downsampled final image, which is why the
-    # fine phase needs its own schedule and its share of the steps.
-    coarse_fraction: float = 0.5
+    # Coarse to fine (off by default): the first ``coarse_fraction`` of the steps stop the upsampler at
+    # ``coarse_resolution`` (the skip architecture's image at that size) and compare it with the photo
+    # area-downsampled to it; the rest run at full size with a learning-rate schedule of their own. A generator no
+    # larger than ``coarse_resolution`` runs every step at full size. It pays on large models: a 64-px step of the
+    # 256-px configuration costs about a quarter of a full one (bench/RESULTS.md). On the 128-px bundled model's
+    # benchmark (three held-out photos) half the steps coarse saved 3 % of the time and cost 0.2 dB (LPIPS 0.042 ->
+    # 0.052); 70 % coarse lost 0.9 dB. The 64-px image is only 28-30 dB from the downsampled final one, which is why
+    # the fine phase needs its own schedule and its share of the steps.
+    coarse_fraction: float = 0.0
     coarse_resolution: int = 64
 
     def __post_init__(self) -> None:
