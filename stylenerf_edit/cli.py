@@ -229,7 +229,8 @@ def _parse_camera(_ctx: click.Context, _param: click.Parameter, value: str | Non
 @click.option("--coarse-fraction", type=click.FloatRange(0, 1, max_open=True),
               default=InversionConfig.coarse_fraction, show_default=True,
               help="Coarse to fine: this fraction of the first steps stops the upsampler at 64 px and fits the photo "
-                   "downsampled to it, a fraction of a full step's cost (none on a model of 64 px or less).")
+                   "downsampled to it (none on a model of 64 px or less). 0.5: a 256-px photo in 4.5 min instead of "
+                   "6.9 on 2 CPU cores, for about 0.2 dB.")
 @click.option("--save-video", is_flag=True, help="Also write optimisation.mp4 (target | reconstruction).")
 @click.option("--paste-back", is_flag=True, help="Also write pasted.png: the reconstruction in the original photo.")
 @click.option("--paste-region", type=click.Choice(["face", "square"]), default="face", show_default=True,
@@ -490,7 +491,8 @@ def demo(out_dir: Path, photo: Path | None, network: str, steps: int, pti: bool,
 @click.option("--coarse-fraction", type=click.FloatRange(0, 1, max_open=True),
               default=InversionConfig.coarse_fraction, show_default=True,
               help="Coarse to fine: this fraction of the first steps stops the upsampler at 64 px and fits the photo "
-                   "downsampled to it, a fraction of a full step's cost (none on a model of 64 px or less).")
+                   "downsampled to it (none on a model of 64 px or less). 0.5: a 256-px photo in 4.5 min instead of "
+                   "6.9 on 2 CPU cores, for about 0.2 dB.")
 @click.option("--pti", is_flag=True, help="Also tune the generator around each latent (pivotal tuning, default "
               "settings; see invert --pti): tuning.safetensors per photo, used by its edits.")
 @click.option("--workers", type=click.IntRange(1), default=None,

@@ -44,7 +44,7 @@ class InversionConfig:
     # ``coarse_resolution`` (the skip architecture's image at that size) and compare it with the photo
     # area-downsampled to it; the rest run at full size with a learning-rate schedule of their own. A generator no
     # larger than ``coarse_resolution`` runs every step at full size. It pays on large models: a 64-px step of the
-    # 256-px configuration costs about a quarter of a full one (bench/RESULTS.md). On the 128-px bundled model's
+    # 256-px configuration costs about a third of a full one (bench/RESULTS.md). On the 128-px bundled model's
     # benchmark (three held-out photos) half the steps coarse saved 3 % of the time and cost 0.2 dB (LPIPS 0.042 ->
     # 0.052); 70 % coarse lost 0.9 dB. The 64-px image is only 28-30 dB from the downsampled final one, which is why
     # the fine phase needs its own schedule and its share of the steps.
