@@ -401,6 +401,41 @@ def test_edit(inverted_256: Path, smile_direction: Path, ffhq_256: Checkpoint, t
     assert after.ws.shape == before.ws.shape and not np.allclose(after.ws, before.ws)
 
 
+def test_pti_then_edit_256(ffhq_256: Checkpoint, smile_direction: Path, tmp_path: Path) -> None:
+    """`invert --pti` on the 256 checkpoint writes a tuning of the upsampler (float16 differences, its size as the
+    tuned tensors imply), and `edit` of that latent renders with it: the tuned generator's picture differs."""
+    from safetensors import safe_open
+
+    from stylenerf_edit.generator import describe
+
+    photo = demo_photos()[1]
+    out = tmp_path / "inv"
+    result = ok("invert", photo, "--network", ffhq_256.pkl, "--aligned", "--steps", 1, "--camera", "0,0",
+                "--pti", "--pti-steps", 2, "--out", out)
+    assert "tuned: PSNR" in result.stdout
+    folder = out / photo.stem
+    tuning = folder / "tuning.safetensors"
+    with safe_open(str(tuning), framework="pt") as f:
+        names = list(f.keys())
+        elements = sum(int(np.prod(f.get_slice(n).get_shape())) for n in names)
+    assert names and all(n.startswith("synthesis.b") for n in names)
+    assert tuning.stat().st_size < 2 * elements + 64 * 1024      # float16 values plus a header
+    edits = {}
+    for name, move in (("tuned", None), ("base", folder.with_name("untuned"))):
+        latent = folder / "latent.npz"
+        if move is not None:        # the same latent without its tuning beside it
+            move.mkdir()
+            latent = move / "latent.npz"
+            latent.write_bytes((folder / "latent.npz").read_bytes())
+        ok("edit", latent, "--edit", "smile=2", "--network", ffhq_256.pkl, "--directions", smile_direction.parent,
+           "--views", "0", "--out", tmp_path / name)
+        edits[name] = rgb(tmp_path / name / "edited.png")
+    assert edits["tuned"].shape == (256, 256, 3)
+    assert np.abs(edits["tuned"].astype(int) - edits["base"].astype(int)).mean() > 0.1
+    assert load_latent(folder / "latent.npz", generator=describe(ffhq_256.pkl)).ws.shape[0] == \
+        FFHQ_EXPECTED[256]["num_ws"]
+
+
 def test_the_web_editor_serves_the_256_model(inverted_256: Path, smile_direction: Path, ffhq_256: Checkpoint,
                                              tmp_path: Path) -> None:
     """The editor's workspace on the pickle: the inverted latent opened, edited with the trained direction,
