@@ -271,6 +271,7 @@ def test_coarse_steps_fit_the_upsamplers_preview_to_the_downsampled_photo(bundle
     # a generator no larger than the coarse size runs every step at full size
     assert coarse_step_count(replace(config, coarse_resolution=G.img_resolution), G.img_resolution) == 0
     assert coarse_step_count(config, G.img_resolution) == 2
+    assert coarse_step_count(InversionConfig(steps=4, coarse_fraction=0.9), G.img_resolution) == 3
     for bad in ({"coarse_fraction": 1.0}, {"coarse_fraction": -0.1}, {"coarse_resolution": 16}):
         with pytest.raises(ValueError, match="coarse"):
             InversionConfig(**bad)

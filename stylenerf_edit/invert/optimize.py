@@ -55,8 +55,11 @@ def lpips_input(images: torch.Tensor, max_resolution: int = LPIPS_MAX_RESOLUTION
 
 
 def coarse_step_count(config: InversionConfig, resolution: int) -> int:
-    """How many of the first steps run coarse: none when the generator's output is no larger than the coarse size."""
-    return round(config.coarse_fraction * config.steps) if config.coarse_resolution < resolution else 0
+    """How many of the first steps run coarse: none when the generator's output is no larger than the coarse size,
+    and never the last step (the result is fitted at full size)."""
+    if config.coarse_resolution >= resolution:
+        return 0
+    return min(round(config.coarse_fraction * config.steps), config.steps - 1)
 
 
 StepCallback = Callable[[int, dict[str, torch.Tensor], torch.Tensor], None]
