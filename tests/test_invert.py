@@ -15,7 +15,7 @@ from stylenerf_edit.generator.checkpoint import load_with_info
 from stylenerf_edit.invert.align import align_photo
 from stylenerf_edit.invert.latent import GeneratorRef, Latent, LatentError, load_latent, save_latent
 from stylenerf_edit.invert.lpips import LPIPS
-from stylenerf_edit.invert.optimize import InversionConfig, coarse_step_count, invert, learning_rate_factor
+from stylenerf_edit.invert.optimize import InversionConfig, coarse_phase, invert, learning_rate_factor
 from stylenerf_edit.invert.pose import (PoseCalibration, calibrate_pose, fit_calibration, pose_grid,
                                         pose_from_landmarks, project_mean_face, raw_pose_from_landmarks,
                                         search_pose)
@@ -269,9 +269,11 @@ def test_coarse_steps_fit_the_upsamplers_preview_to_the_downsampled_photo(bundle
     assert result.history["mse"][0] != pytest.approx(float((full - target).square().mean()), rel=1e-2)
     assert seen == [G.img_resolution] * 4 and result.image.shape[-1] == G.img_resolution
     # a generator no larger than the coarse size runs every step at full size
-    assert coarse_step_count(replace(config, coarse_resolution=G.img_resolution), G.img_resolution) == 0
-    assert coarse_step_count(config, G.img_resolution) == 2
-    assert coarse_step_count(InversionConfig(steps=4, coarse_fraction=0.9), G.img_resolution) == 3
+    blocks = G.cfg.block_resolutions
+    assert coarse_phase(replace(config, coarse_resolution=G.img_resolution), blocks)[0] == 0
+    assert coarse_phase(replace(config, coarse_resolution=G.img_resolution - 1), blocks)[0] == 0   # that block is the last
+    assert coarse_phase(config, blocks) == (2, 64)
+    assert coarse_phase(InversionConfig(steps=4, coarse_fraction=0.9), blocks)[0] == 3
     for bad in ({"coarse_fraction": 1.0}, {"coarse_fraction": -0.1}, {"coarse_resolution": 16}):
         with pytest.raises(ValueError, match="coarse"):
             InversionConfig(**bad)

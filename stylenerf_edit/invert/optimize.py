@@ -54,12 +54,15 @@ def lpips_input(images: torch.Tensor, max_resolution: int = LPIPS_MAX_RESOLUTION
     return images
 
 
-def coarse_step_count(config: InversionConfig, resolution: int) -> int:
-    """How many of the first steps run coarse: none when the generator's output is no larger than the coarse size,
-    and never the last step (the result is fitted at full size)."""
-    if config.coarse_resolution >= resolution:
-        return 0
-    return min(round(config.coarse_fraction * config.steps), config.steps - 1)
+def coarse_phase(config: InversionConfig, block_resolutions: Sequence[int]) -> tuple[int, int]:
+    """The coarse phase for a generator whose upsampler blocks output ``block_resolutions`` (the last one its image
+    size): how many of the first steps run coarse, and the size the upsampler stops at there (the first block at
+    least ``coarse_resolution``). No steps when that block is the last one, and never the last step (the result is
+    fitted at full size)."""
+    size = min((r for r in block_resolutions if r >= config.coarse_resolution), default=block_resolutions[-1])
+    if size >= block_resolutions[-1]:
+        return 0, size
+    return min(round(config.coarse_fraction * config.steps), config.steps - 1), size
 
 
 StepCallback = Callable[[int, dict[str, torch.Tensor], torch.Tensor], None]
@@ -71,7 +74,7 @@ class _Pass:
 
     target: torch.Tensor        # [K, 3, R, R]
     target_features: list[torch.Tensor]     # the targets' LPIPS features, computed once
-    coarse_target: torch.Tensor             # [K, 3, r, r]: the targets at the coarse phase's size r
+    coarse_target: torch.Tensor | None      # [K, 3, r, r]: the targets at the coarse phase's size r (if it has steps)
     coarse_features: list[torch.Tensor]
     ws: torch.Tensor            # [K, num_ws, w_dim]
     bg_code: torch.Tensor       # [K, bg_code_dim]
@@ -141,17 +144,17 @@ def invert(G: Generator, targets: torch.Tensor, cameras: Sequence[Camera], lpips
         # Fresh tensors per pass: no pass's tensor is a view into (or shares memory layout with) another's.
         return torch.tensor(values, dtype=torch.float32, device=dev).requires_grad_(grad)
 
-    coarse_steps = coarse_step_count(config, R)
-    # the upsampler stops at the first block at least that large
-    coarse_res = min([r for r in G.cfg.block_resolutions if r >= config.coarse_resolution], default=R)
+    coarse_steps, coarse_res = coarse_phase(config, G.cfg.block_resolutions)
     photos = []
     for i in range(0, B, config.photos_per_pass):
         j, cams = i + config.photos_per_pass, cameras[i:i + config.photos_per_pass]
         target = targets[i:j].clone()
-        coarse_target = lpips_input(target, coarse_res)
+        coarse_target, coarse_features = None, []
         with torch.no_grad():
             target_features = lpips.features(lpips_input(target, config.lpips_resolution))
-            coarse_features = lpips.features(lpips_input(coarse_target, config.lpips_resolution))
+            if coarse_steps:
+                coarse_target = lpips_input(target, coarse_res)
+                coarse_features = lpips.features(lpips_input(coarse_target, config.lpips_resolution))
         photos.append(_Pass(target=target, target_features=target_features, coarse_target=coarse_target,
                             coarse_features=coarse_features,
                             ws=ws0[i:j].detach().float().clone().requires_grad_(True),
@@ -186,8 +189,6 @@ def invert(G: Generator, targets: torch.Tensor, cameras: Sequence[Camera], lpips
             per_photo, images = [], []
             for photo in photos:
                 terms, img = _loss_terms(G, photo, lpips, config, w_avg, coarse=step < coarse_steps)
-                if img.shape[-1] != R:   # the callback sees every step's images at the photo's size
-                    img = F.interpolate(img, size=(R, R), mode="bilinear", align_corners=False)
                 if not torch.isfinite(terms["total"]).all():
                     raise FloatingPointError(f"the loss became non-finite at step {step}; lower the learning rates")
                 terms["total"].sum().backward()
@@ -197,8 +198,11 @@ def invert(G: Generator, targets: torch.Tensor, cameras: Sequence[Camera], lpips
             terms = {k: torch.cat([t[k] for t in per_photo]) for k in per_photo[0]}
             for k, v in terms.items():
                 history.setdefault(k, []).append(v.cpu().numpy())
-            if callback is not None:
-                callback(step, terms, torch.cat(images))
+            if callback is not None:   # it sees every step's images at the photo's size
+                shown = torch.cat(images)
+                if shown.shape[-1] != R:
+                    shown = F.interpolate(shown, size=(R, R), mode="bilinear", align_corners=False)
+                callback(step, terms, shown)
         with torch.no_grad():
             images = [photo.render(G) for photo in photos]
             scores = {"psnr": torch.cat([psnr(img, p.target) for img, p in zip(images, photos)]),
