@@ -13,7 +13,7 @@ import torch
 from stylenerf_edit.generator import load_generator
 from stylenerf_edit.generator.network import Generator, GeneratorConfig
 from stylenerf_edit.generator.upsampler import upsample_image
-from stylenerf_edit.synthetic import distill
+from stylenerf_edit.synthetic import distill, predictor
 from stylenerf_edit.synthetic.distill import DistillError, TrainConfig, export, losses, train, warm_start
 from stylenerf_edit.synthetic.params import NUM_HEAD_PARAMS
 from stylenerf_edit.synthetic.renderer import PARTS
@@ -158,7 +158,23 @@ def test_a_new_stage_keeps_the_init_models_architecture(tmp_path: Path):
     assert distill._architecture(tiny_tc()) == (1, 32)
 
 
+def test_the_feature_term_adds_a_world_predictors_perceptual_distance(tmp_path: Path):
+    predictor.train(tmp_path / "net", n_train=32, n_val=4, epochs=1, threads=1, world=2, resolution=64,
+                    train_supersample=1)
+    tc = tiny_tc(steps=2, feature_weight=0.5, feature_net=str(tmp_path / "net"))
+    train(tmp_path / "run", tc, config=tiny())
+    header, *rows = log_rows(tmp_path / "run")
+    assert "features" in header and all(float(row[header.index("features")]) > 0 for row in rows)
+    G, probe = Generator(tiny()), torch.nn.Linear(tiny().w_dim, NUM_HEAD_PARAMS)
+    batch = distill.sample_batch(G, 2, torch.Generator().manual_seed(0), 2)
+    net = predictor.AttributePredictor.from_pretrained(tmp_path / "net")
+    plain, perceptual = losses(G, probe, batch, tc), losses(G, probe, batch, tc, net)
+    assert torch.allclose(perceptual["total"], plain["total"] + 0.5 * perceptual["features"])
+
+
 def test_bad_options_are_refused_in_one_line(tmp_path: Path):
+    with pytest.raises(DistillError, match="needs --feature-net"):
+        train(tmp_path / "run", tiny_tc(feature_weight=1.0), config=tiny())
     with pytest.raises(DistillError, match="one of background"):
         distill.parse_part_weights("eyes=4,nose=2")
     with pytest.raises(DistillError, match="does not render"):

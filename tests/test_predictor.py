@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from stylenerf_edit.errors import CheckpointError
-from stylenerf_edit.synthetic.predictor import CONFIG_NAME, AttributePredictor, bundled_dir, evaluate, make_set
+from stylenerf_edit.synthetic.predictor import (CONFIG_NAME, AttributePredictor, bundled_dir, evaluate,
+                                               feature_distance, make_set)
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +38,17 @@ def test_missing_weights_are_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as e:
         AttributePredictor.from_pretrained(tmp_path)
     assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_feature_distance_is_a_perceptual_distance(predictor: AttributePredictor) -> None:
+    images, _ = make_set(4, seed=11, resolution=predictor.input_resolution, world=2)
+    maps = predictor.feature_maps(images)
+    assert [m.shape[-1] for m in maps] == sorted((m.shape[-1] for m in maps), reverse=True)
+    assert maps[-1].shape[-1] == 4                       # the body ends at 4 x 4, its last map is the head's input
+    assert torch.equal(feature_distance(predictor, images, images), torch.zeros(4))
+    blurred = torch.nn.functional.avg_pool2d(images, 3, stride=1, padding=1, count_include_pad=False)
+    near, far = feature_distance(predictor, blurred, images), feature_distance(predictor, images.roll(1, 0), images)
+    assert (near > 0).all() and (near < far).all()       # the same head blurred is nearer than another head
+    x = blurred.clone().requires_grad_(True)
+    feature_distance(predictor, x, images).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

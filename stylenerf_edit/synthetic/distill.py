@@ -61,6 +61,7 @@ from stylenerf_edit.generator.network import Generator, GeneratorConfig
 from stylenerf_edit.metrics import psnr
 
 from .params import BACKGROUND_CODE_SCALE, NUM_HEAD_PARAMS, background_from_code, head_params_from_z
+from .predictor import AttributePredictor, feature_distance
 from .renderer import PARTS, WORLD_VERSIONS, render_heads
 from .trainset import SetSpec, TrainingSet
 
@@ -111,6 +112,8 @@ class TrainConfig:
     face_weight: float = 0.0        # extra image-loss weight on head pixels
     part_weights: str = ""          # image-loss weight per part of the world, e.g. "eyes=4,mouth=3" (others 1)
     probe_weight: float = 0.0       # linear readout of the head coordinates of z from w
+    feature_weight: float = 0.0     # perceptual term: a world-trained predictor's features, model vs target
+    feature_net: str = ""           # that predictor's directory (another than the one that scores the model)
     init: str = ""                  # start from this exported model directory or run checkpoint.pt
     clip: float = 1.0
     checkpoint_minutes: float = 3.0
@@ -202,8 +205,8 @@ def log_values(sums: dict[str, float], n: int) -> dict[str, float]:
     return row
 
 
-def losses(G: Generator, probe: torch.nn.Linear, batch: dict[str, torch.Tensor],
-           tc: TrainConfig) -> dict[str, torch.Tensor]:
+def losses(G: Generator, probe: torch.nn.Linear, batch: dict[str, torch.Tensor], tc: TrainConfig,
+           features: AttributePredictor | None = None) -> dict[str, torch.Tensor]:
     ws = G.mapping(batch["z"])
     out = G.synthesis(ws, batch["world"], batch["intr"], batch["code"])
     err = out.img - batch["img"]
@@ -218,6 +221,9 @@ def losses(G: Generator, probe: torch.nn.Linear, batch: dict[str, torch.Tensor],
     mask = (opacity - F.avg_pool2d(batch["mask"], pool)).abs().mean()
     total = image + tc.lowres_weight * low + tc.mask_weight * mask + tc.probe_weight * readout
     terms = {"total": total, "image": image, "lowres": low, "mask": mask, "readout": readout}
+    if features is not None:
+        terms["features"] = feature_distance(features, out.img, batch["img"]).mean()
+        terms["total"] = total + tc.feature_weight * terms["features"]
     with torch.no_grad():
         terms["psnr"] = psnr(out.img, batch["img"]).mean()
         if "parts" in batch:
@@ -388,6 +394,8 @@ def _check(tc: TrainConfig) -> None:
         raise DistillError("--batch, --threads and --log-every must be at least 1")
     if parse_part_weights(tc.part_weights) and tc.world == 1:
         raise DistillError("--part-weights needs per-part masks, which world 1 does not render; use --world 2")
+    if tc.feature_weight > 0 and not tc.feature_net:
+        raise DistillError("--feature-weight needs --feature-net, the directory of a world-trained predictor")
     if tc.device.startswith("cuda") and not torch.cuda.is_available():
         raise DistillError(f"--device {tc.device}: no CUDA GPU here; use --device cpu")
 
@@ -426,6 +434,9 @@ def train(out_dir: Path, tc: TrainConfig, command: str = "", stop: Callable[[int
               f"({', '.join(fresh_blocks) or 'none'})")
     G.to(device)
     probe.to(device)
+    features = None
+    if tc.feature_weight > 0:
+        features = AttributePredictor.from_pretrained(tc.feature_net).to(device).requires_grad_(False)
     mapping_params = list(G.mapping.parameters())
     other = [p for n, p in G.named_parameters() if not n.startswith("mapping.")]
     opt = torch.optim.Adam([{"params": other, "lr": tc.lr}, {"params": mapping_params, "lr": tc.mapping_lr},
@@ -469,7 +480,7 @@ def train(out_dir: Path, tc: TrainConfig, command: str = "", stop: Callable[[int
             for group, base in zip(opt.param_groups, (tc.lr, tc.mapping_lr, tc.lr)):
                 group["lr"] = base * factor
             batch = dataset.batch(samples, tc.batch, device) if dataset else sample_batch(G, tc.batch, gen, tc.world)
-            terms = losses(G, probe, batch, tc)
+            terms = losses(G, probe, batch, tc, features)
             opt.zero_grad(set_to_none=True)
             terms["total"].backward()
             torch.nn.utils.clip_grad_norm_(G.parameters(), tc.clip)

@@ -67,6 +67,21 @@ class AttributePredictor(nn.Module):
             images = F.interpolate(images, size=(size, size), mode="area")
         return self.head(self.features(images))
 
+    def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The activations that end each resolution of the body (and of each stem layer): [B, C_k, H_k, W_k],
+        finest first."""
+        assert images.ndim == 4 and images.shape[1] == 3, f"expected [B, 3, H, W], got {tuple(images.shape)}"
+        size = self.input_resolution
+        x = images if images.shape[-2:] == (size, size) else F.interpolate(images, size=(size, size), mode="area")
+        layers = list(self.features)
+        maps = []
+        for i, layer in enumerate(layers):
+            x = layer(x)
+            after = layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(layer, nn.ReLU) and (after is None or after.stride == (2, 2)):
+                maps.append(x)
+        return maps
+
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
         """Scores per image: smile [-1, 1], age [0, 1], glasses probability, hair_color [0, 1], yaw and pitch
@@ -104,6 +119,20 @@ def bundled_dir() -> Path:
 def decode(raw: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"smile": raw[:, 0].clamp(-1, 1), "age": raw[:, 1].clamp(0, 1), "glasses": torch.sigmoid(raw[:, 2]),
             "hair_color": raw[:, 3].clamp(0, 1), "yaw": raw[:, 4] * ANGLE_SCALE, "pitch": raw[:, 5] * ANGLE_SCALE}
+
+
+def feature_distance(model: AttributePredictor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per image [B]: the squared difference of the predictor's channel-normalised activations, averaged over
+    its resolutions (LPIPS's recipe without learnt weights). With a predictor trained on the world it is a
+    perceptual distance tuned to what the world's attributes look like. ``a``, ``b``: [B, 3, H, W] in [-1, 1]."""
+    assert a.shape == b.shape, f"{tuple(a.shape)} vs {tuple(b.shape)}"
+    total = a.new_zeros(a.shape[0])
+    maps_a, maps_b = model.feature_maps(a), model.feature_maps(b)
+    for fa, fb in zip(maps_a, maps_b):
+        fa = fa * (fa.square().sum(1, keepdim=True) + 1e-10).rsqrt()
+        fb = fb * (fb.square().sum(1, keepdim=True) + 1e-10).rsqrt()
+        total = total + (fa - fb).square().sum(1).mean((1, 2))
+    return total / len(maps_a)
 
 
 def random_heads(n: int, gen: torch.Generator) -> HeadParams:
