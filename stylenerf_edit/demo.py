@@ -32,7 +32,7 @@ from stylenerf_edit.generator.checkpoint import load_with_info, resolve_device
 from stylenerf_edit.invert.latent import load_latent
 from stylenerf_edit.invert.optimize import InversionConfig
 from stylenerf_edit.invert.pipeline import InvertOptions, invert_photos
-from stylenerf_edit.invert.pti import TuningConfig, tuned_for_latent
+from stylenerf_edit.invert.pti import TuningConfig, carry_tuning, tuned_for_latent, tuning_beside
 from stylenerf_edit.synthetic.dataset import demo_photos
 
 DEMO_EDITS = ("smile=+2", "smile=-2", "age=+2", "age=-2", "glasses=+2")
@@ -60,7 +60,7 @@ def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, netw
     owned = OwnedOutputs(out, DEMO_RECORD, "demo")
     owned.check(["overview.png", "index.html"])
     for folder_name in folder_names:
-        edit_outputs(out / folder_name, sweep=True)
+        edit_outputs(out / folder_name, sweep=True, tuned=pti is not None)
     G, info = load_with_info(network, device=resolve_device(device))
     directions = [resolve_direction(name, network, info) for name, _ in parsed]   # before minutes of inversion
     shipped = photo is None
@@ -71,6 +71,7 @@ def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, netw
     if outcome.error:
         raise StyleNerfEditError(outcome.error)
     latent = load_latent(outcome.out_dir / "latent.npz", generator=info)
+    tuning = tuning_beside(outcome.out_dir / "latent.npz")
     views = [latent.camera.with_(yaw=y) for y in yaws]
     aligned = np.asarray(Image.open(outcome.out_dir / "aligned.png").convert("RGB"))
     recon = np.asarray(Image.open(outcome.out_dir / "reconstruction.png").convert("RGB"))
@@ -79,7 +80,7 @@ def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, netw
         tuned_fit = np.asarray(Image.open(outcome.out_dir / "reconstruction_pti.png").convert("RGB"))
         rows = [(f"photo | fit ({outcome.metrics['psnr']:.1f} dB)\n| tuned ({outcome.metrics['pti_psnr']:.1f} dB)",
                  [aligned, recon, tuned_fit])]
-        G = tuned_for_latent(G, outcome.out_dir / "latent.npz", latent.ws, info.weights_sha256)
+        G = tuned_for_latent(G, outcome.out_dir / "latent.npz", latent, info.weights_sha256)
     rows.append(("inverted, new views", list(render_latent(G, latent, views))))
     cards = []
     for (_, strength), direction, folder_name in zip(parsed, directions, folder_names):
@@ -90,8 +91,10 @@ def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, netw
             (edit,) = clamp_edits([check])
             label = f"{label}\nclamped to {edit.strength:+.1f}\n(the model's range)"
         edited = edit_latent(latent, [edit])
+        if tuning is not None:
+            edited = carry_tuning(edited, tuning)
         folder = out / folder_name
-        write_edit_outputs(G, latent, edited, folder, yaws=yaws, sweep=True)
+        write_edit_outputs(G, latent, edited, folder, yaws=yaws, sweep=True, tuning=tuning)
         rows.append((label, list(render_latent(G, edited, views))))
         cards.append((label, folder.relative_to(out)))
     overview = save_png(labelled_sheet(rows, tile=TILE), out / "overview.png")

@@ -118,6 +118,13 @@ class OwnedOutputs:
                     f"{path}: already exists and was not written by `stylenerf-edit {self.command}` (or was changed "
                     "since); choose another --out or move the file away (nothing was written)")
 
+    def discard(self, name: str) -> None:
+        """Delete ``name`` when this command wrote it there and it is unchanged: an output of an earlier run that
+        this run does not write and that would mislead beside the new ones. Any other file stays."""
+        path = self.folder / name
+        if path.is_file() and not path.is_symlink() and self._written().get(name) == sha256_file(path):
+            path.unlink()
+
     def save_record(self, paths: Iterable[Path], info: dict[str, Any]) -> Path:
         """Write the record: ``info`` and the SHA-256 of each written file (named relative to the folder)."""
         files = {Path(p).relative_to(self.folder).as_posix(): sha256_file(p) for p in paths}

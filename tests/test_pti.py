@@ -162,6 +162,17 @@ def test_invert_with_pti_then_edit_uses_the_tuning(tmp_path):
     tuned_fit = np.asarray(Image.open(folder / "reconstruction_pti.png"), dtype=np.float64)
     assert np.abs(edited["with"] - tuned_fit).mean() < 0.5 < np.abs(edited["without"] - tuned_fit).mean()
     assert np.abs(edited["render with"] - tuned_fit).mean() < 0.5 < np.abs(edited["render without"] - tuned_fit).mean()
+    # the edited latent carries its tuning: rendered later, on its own, it is drawn by the tuned generator
+    assert (tmp_path / "with" / "tuning.safetensors").is_file() and not (tmp_path / "without" / "tuning.safetensors").exists()
+    assert "tuning.safetensors" in json.loads((tmp_path / "with" / "edit.json").read_text())["files"]
+    result = CliRunner().invoke(main, ["render", str(tmp_path / "with" / "latent.npz"), "--out", str(tmp_path / "re")])
+    assert result.exit_code == 0, result.output
+    assert np.abs(np.asarray(Image.open(tmp_path / "re" / "with.png"), dtype=np.float64) - edited["with"]).mean() < 0.5
+    # an untuned edit into that folder removes the tuning it wrote there, which would draw the new latent wrongly
+    result = CliRunner().invoke(main, ["edit", str(folder / "latent.npz"), "--edit", "smile=1", "--views", "0",
+                                       "--out", str(tmp_path / "with")])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "with" / "tuning.safetensors").exists()
     other = tmp_path / "other"      # a tuning beside another latent is refused
     other.mkdir()
     (tmp_path / "aside.safetensors").rename(other / "tuning.safetensors")
@@ -197,7 +208,9 @@ def test_batch_and_demo_tune_and_edit_with_the_tuned_generator(tmp_path):
     assert {"tuning.safetensors", "reconstruction_pti.png"} <= {p.name for p in folder.iterdir()}
     assert json.loads((folder / "metrics.json").read_text())["pti_config"]["steps"] == 2
     assert (folder / "edits" / "smile+1" / "edited.png").is_file()
+    assert (folder / "edits" / "smile+1" / "tuning.safetensors").read_bytes() == (folder / "tuning.safetensors").read_bytes()
 
     result = run_demo(tmp_path / "demo", steps=2, pti=tuning, yaws=(0.0,), edits=("smile=1",), progress=False)
     assert result.metrics["pti_psnr"] > 0
     assert next((tmp_path / "demo" / "inversion").glob("*/tuning.safetensors")).is_file()
+    assert (tmp_path / "demo" / "smile+1" / "tuning.safetensors").is_file()

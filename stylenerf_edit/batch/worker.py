@@ -36,7 +36,7 @@ from stylenerf_edit.invert.optimize import invert
 # write identical files.
 from stylenerf_edit.invert.pipeline import (InvertOptions, PreparedPhoto, VideoRecorder, estimate_cameras,
                                             prepare_photo, tune_photo, write_photo_outputs)
-from stylenerf_edit.invert.pti import tuned_for_latent
+from stylenerf_edit.invert.pti import carry_tuning, tuned_for_latent, tuning_beside
 
 
 @dataclass(frozen=True)
@@ -152,10 +152,13 @@ def _invert_and_render(G: Generator, info: GeneratorInfo, lpips: LPIPS, items: l
                 tune_photo(G, info, result, prepared, root, lpips, options.pti, callback=tuning_step)
             if job.edits:
                 original = load_latent(root / "latent.npz", generator=info)
-                tuned = tuned_for_latent(G, root / "latent.npz", original.ws, info.weights_sha256)
+                tuned = tuned_for_latent(G, root / "latent.npz", original, info.weights_sha256)
+                tuning = tuning_beside(root / "latent.npz")
                 for e in job.edits:
                     edited = edit_latent(original, [Edit(e.direction, e.strength)])
-                    write_edit_outputs(tuned, original, edited, root / "edits" / e.folder, yaws=job.yaws)
+                    if tuning is not None:
+                        edited = carry_tuning(edited, tuning)
+                    write_edit_outputs(tuned, original, edited, root / "edits" / e.folder, yaws=job.yaws, tuning=tuning)
             files[task.path] = _read_tree(root)
         seconds[task.path] = shared + time.perf_counter() - t1
     return files, seconds

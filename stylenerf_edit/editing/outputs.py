@@ -4,6 +4,7 @@
 Files in ``out_dir``:
 
     latent.npz          the edited latent (camera and background kept, the edits recorded in its metadata)
+    tuning.safetensors  when the original was tuned (``invert --pti``): its tuning, which draws the edit too
     edited.png          the edited face at the latent's own camera
     before_after.png    top row the original, bottom row the edit, one column per yaw in ``yaws``, labelled (one
                         row when there is no edit)
@@ -17,6 +18,7 @@ its ``latent.npz``) is refused before anything is written (``files.OwnedOutputs`
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import Sequence
@@ -24,12 +26,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from stylenerf_edit.files import OwnedOutputs
+from stylenerf_edit.files import OwnedOutputs, atomic_path
 from stylenerf_edit.generator.camera import Camera
 from stylenerf_edit.generator.checkpoint import load_with_info, resolve_device
 from stylenerf_edit.generator.network import Generator
 from stylenerf_edit.invert.latent import Latent, load_latent, save_latent
-from stylenerf_edit.invert.pti import tuned_for_latent
+from stylenerf_edit.invert.pti import TUNED_AROUND, TUNING_NAME, carry_tuning, tuned_for_latent, tuning_beside
 from stylenerf_edit.names import safe_output_names
 
 from .edit import Edit, EditCheck, check_edits, clamp_edits, edit_latent, parse_edit, row_group
@@ -72,10 +74,11 @@ class EditOutputs:
 EDIT_RECORD = "edit.json"
 
 
-def edit_outputs(out_dir: str | Path, pitches: Sequence[float] | None = None, sweep: bool = False) -> OwnedOutputs:
+def edit_outputs(out_dir: str | Path, pitches: Sequence[float] | None = None, sweep: bool = False,
+                 tuned: bool = False) -> OwnedOutputs:
     """The files an edit writes in ``out_dir`` (see the module docstring), checked: raises
     ``files.OutputExistsError`` when one would replace a file the edit did not write."""
-    names = ["latent.npz", "edited.png", "before_after.png", *["grid.png"] * bool(pitches),
+    names = ["latent.npz", *[TUNING_NAME] * tuned, "edited.png", "before_after.png", *["grid.png"] * bool(pitches),
              *["sweep.gif", "sweep.mp4"] * sweep]
     owned = OwnedOutputs(out_dir, EDIT_RECORD, "edit")
     owned.check(names)
@@ -85,12 +88,21 @@ def edit_outputs(out_dir: str | Path, pitches: Sequence[float] | None = None, sw
 def write_edit_outputs(G: Generator, original: Latent, edited: Latent, out_dir: str | Path,
                        yaws: Sequence[float] = (-30.0, -15.0, 0.0, 15.0, 30.0),
                        pitches: Sequence[float] | None = None, sweep: bool = False, frames: int = 24,
-                       max_yaw: float = 30.0) -> list[Path]:
-    """Write the files listed in the module docstring for an original latent and its edit."""
+                       max_yaw: float = 30.0, tuning: str | Path | None = None) -> list[Path]:
+    """Write the files listed in the module docstring for an original latent and its edit; ``tuning``: the
+    original's tuning file, copied beside the edited latent (which must carry it, :func:`pti.carry_tuning`)."""
+    if tuning is not None and TUNED_AROUND not in edited.extra:
+        raise ValueError("an edit written with a tuning must carry it: pass carry_tuning(edited, tuning)")
     out = Path(out_dir)
-    owned = edit_outputs(out, pitches, sweep)
-    files = [save_latent(edited, out / "latent.npz"),
-             save_png(render_latent(G, edited, [edited.camera])[0], out / "edited.png")]
+    owned = edit_outputs(out, pitches, sweep, tuned=tuning is not None)
+    files = [save_latent(edited, out / "latent.npz")]
+    if tuning is not None:
+        with atomic_path(out / TUNING_NAME) as tmp:
+            shutil.copyfile(tuning, tmp)
+        files.append(out / TUNING_NAME)
+    else:       # an earlier edit's tuning here would draw this latent with the wrong weights
+        owned.discard(TUNING_NAME)
+    files += [save_png(render_latent(G, edited, [edited.camera])[0], out / "edited.png")]
     views = [edited.camera.with_(yaw=y) for y in yaws]
     columns = [f"yaw {y:+g}°" for y in yaws]
     applied = edited.extra.get("edits", [])[len(original.extra.get("edits", [])):]
@@ -127,7 +139,8 @@ def edit_latent_file(latent_path: str | Path, edits: Sequence[str], out_dir: str
 
     G, info = load_with_info(network, device=resolve_device(device))
     original = load_latent(latent_path, generator=info)
-    G = tuned_for_latent(G, latent_path, original.ws, info.weights_sha256)   # pivotal tuning, when inverted with it
+    G = tuned_for_latent(G, latent_path, original, info.weights_sha256)   # pivotal tuning, when inverted with it
+    tuning = tuning_beside(latent_path)
     if camera is not None:
         original = replace(original, camera=original.camera.with_(yaw=camera[0], pitch=camera[1]))
     chosen = None if rows is None else tuple(row_group(G.cfg, rows))
@@ -138,5 +151,7 @@ def edit_latent_file(latent_path: str | Path, edits: Sequence[str], out_dir: str
     if clamp and outside:
         applied = clamp_edits(checks)
     edited = edit_latent(original, applied)
-    files = write_edit_outputs(G, original, edited, out_dir, yaws, pitches, sweep, frames, max_yaw)
+    if tuning is not None:
+        edited = carry_tuning(edited, tuning)
+    files = write_edit_outputs(G, original, edited, out_dir, yaws, pitches, sweep, frames, max_yaw, tuning)
     return EditOutputs(edited, files, checks, [e for e, c in zip(applied, checks) if not c.inside] if clamp else [])

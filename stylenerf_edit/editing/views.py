@@ -141,7 +141,7 @@ def render_latent_file(latent_path: str | Path, out_dir: str | Path, network: st
     tuned (``tuning.safetensors`` beside it), its tuned generator are used."""
     G, info = load_with_info(network, device=resolve_device(device))
     latent = load_latent(latent_path, generator=info)
-    G = tuned_for_latent(G, latent_path, latent.ws, info.weights_sha256)
+    G = tuned_for_latent(G, latent_path, latent, info.weights_sha256)
     camera = latent.camera if pitch is None else latent.camera.with_(pitch=pitch)
     ws = torch.from_numpy(latent.ws)[None].to(G.device)
     bg = torch.from_numpy(latent.bg_code)[None].to(G.device)

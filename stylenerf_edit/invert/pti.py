@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -43,11 +43,13 @@ from stylenerf_edit.files import atomic_path
 from stylenerf_edit.generator.camera import Camera, stack_cameras
 from stylenerf_edit.generator.network import Generator, SynthesisOutput
 
+from .latent import Latent
 from .lpips import LPIPS
 from .optimize import lpips_input
 from .settings import LPIPS_MAX_RESOLUTION, TuningConfig
 
 TUNING_NAME = "tuning.safetensors"
+TUNED_AROUND = "tuned_around"   # an edited latent's metadata: the pivot hash of the tuning that draws it
 TUNING_FORMAT = "stylenerf-edit-tuning"
 class TuningError(StyleNerfEditError):
     """A tuning file is missing, malformed or made for other weights."""
@@ -254,13 +256,26 @@ def load_tuning(path: str | Path) -> Tuning:
                   pivot_sha256=meta.get("pivot_sha256", ""))
 
 
-def tuned_for_latent(G: Generator, latent_path: str | Path, latent_ws: np.ndarray, base_sha256: str) -> Generator:
-    """``G`` with the tuning saved beside ``latent_path`` (``tuning.safetensors``) applied, or ``G`` itself when
-    there is none. A tuning made around another latent is refused in one line."""
+def tuning_beside(latent_path: str | Path) -> Path | None:
+    """The ``tuning.safetensors`` beside a latent file, or None."""
     path = Path(latent_path).parent / TUNING_NAME
-    if not path.is_file():
+    return path if path.is_file() else None
+
+
+def carry_tuning(latent: Latent, tuning_path: str | Path) -> Latent:
+    """``latent`` (an edit of the tuned pivot) marked as drawn by that tuning: its metadata names the pivot the
+    tuning was made around, so the tuning copied beside it is accepted although its own W+ rows differ."""
+    return replace(latent, extra={**latent.extra, TUNED_AROUND: load_tuning(tuning_path).pivot_sha256})
+
+
+def tuned_for_latent(G: Generator, latent_path: str | Path, latent: Latent, base_sha256: str) -> Generator:
+    """``G`` with the tuning saved beside ``latent_path`` (``tuning.safetensors``) applied, or ``G`` itself when
+    there is none. A tuning made around another latent (neither this one nor the pivot it records, as an edit
+    does) is refused in one line."""
+    path = tuning_beside(latent_path)
+    if path is None:
         return G
     tuning = load_tuning(path)
-    if tuning.pivot_sha256 and tuning.pivot_sha256 != pivot_sha256(latent_ws):
+    if tuning.pivot_sha256 and tuning.pivot_sha256 not in (pivot_sha256(latent.ws), latent.extra.get(TUNED_AROUND)):
         raise TuningError(f"{path}: tuned around another latent than {latent_path}; move one of them away")
     return apply_tuning(G, tuning, base_sha256)

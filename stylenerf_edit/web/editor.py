@@ -217,7 +217,7 @@ class Workspace:
         """Open a latent of this model (and its pivotal tuning, when one lies beside it)."""
         try:
             latent = load_latent(path, generator=self.model.info)
-            G = tuned_for_latent(self.model.G, path, latent.ws, self.model.info.weights_sha256)
+            G = tuned_for_latent(self.model.G, path, latent, self.model.info.weights_sha256)
         except StyleNerfEditError as e:
             raise EditorError(str(e).replace(str(path), shown or path.name)) from None
         self.latent, self.latent_path, self.G = latent, path, G
