@@ -10,7 +10,8 @@ first table with the predictor:
   score change per unit of edit strength (least-squares slope over strengths -2..+2);
 * the change of every other attribute at strength +-2, as a fraction of that attribute's range (smile 2,
   the others 1), the worst one reported;
-* yaw drift: mean |predicted yaw change| in degrees at strength +-2;
+* yaw drift: mean |predicted yaw change| in degrees at strength +-2; the predictor reads yaw with an error of
+  about 1.5 deg on model renders, so the second table also measures it against the world (below);
 * view consistency: the target score change at strength +2 seen at yaw -20, 0, +20 (mean of each).
 
 The predictor was trained on the same world and labelled the directions' training data, so a second table
@@ -32,6 +33,11 @@ true attribute is known; that is why the held-out latents are untruncated (a tru
   With all other parameters held at their true values, the fit puts any change of the image on the edited
   attribute; the first table's "worst other" covers the rest. How well the fit reads the attribute at all
   is its Pearson r with the true value on the unedited renders (model error included).
+* yaw drift against the world: the head's yaw in each render at strength -2, 0, +2 is fitted the same way
+  (:func:`fit_yaw`): the world renders the head (the edited attribute at its fitted value, the others true)
+  at yaws around the camera's, and the closest in pixel MSE, refined, is the head's apparent yaw. The drift is
+  the mean |fitted yaw change| at +-2, as the predictor's; "yaw fit error" is the fit's own mean |error| on the
+  unedited renders, where the head sits at yaw 0 by construction, so it bounds how much of a drift is reading.
 
     python bench/directions.py [--directions DIR ...] [--n 64] [--seed 12345]
 """
@@ -59,6 +65,7 @@ RANGES = {"smile": 2.0, "age": 1.0, "glasses": 1.0, "hair_color": 1.0}
 STRENGTHS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 VIEW_YAWS = (-20.0, 0.0, 20.0)
 GRID_POINTS = 21
+YAW_GRID = torch.linspace(-4.0, 4.0, 9)   # degrees around the camera's yaw, for fit_yaw
 BINARY = ("glasses",)   # head_params_from_z draws it as 0 or 1
 RENDER_CHUNK = 256
 
@@ -128,6 +135,25 @@ def fit_attribute(images: torch.Tensor, heads: HeadParams, attribute: str, grid:
     return refined_argmin(grid.double().numpy(), cost.double().numpy())
 
 
+def fit_yaw(images: torch.Tensor, heads: HeadParams, camera, background: torch.Tensor, world: int) -> np.ndarray:
+    """Each image's apparent head yaw in degrees, relative to ``camera``'s: the yaw in :data:`YAW_GRID` whose world
+    render of its head (``heads``, one per image) is closest in pixel MSE, refined (:func:`refined_argmin`).
+
+    Args:
+        images: [N, 3, R, R] in [-1, 1], each seen through ``camera`` against background [N, 3] in [0, 1].
+    """
+    N, _, R, _ = images.shape
+    K = len(YAW_GRID)
+    table = heads.as_tensor().repeat_interleave(K, 0)
+    world_mat, camera_mat = stack_cameras([camera.with_(yaw=camera.yaw + float(y)) for y in YAW_GRID] * N)
+    bgs = background.repeat_interleave(K, 0)
+    chunks = [slice(i, i + RENDER_CHUNK) for i in range(0, N * K, RENDER_CHUNK)]
+    renders = torch.cat([render_heads(HeadParams.from_tensor(table[c]), world_mat[c], camera_mat[c], R, bgs[c],
+                                      world=world).image for c in chunks]).reshape(N, K, 3, R, R)
+    cost = (images[:, None] - renders).square().mean(dim=(2, 3, 4))
+    return refined_argmin(YAW_GRID.double().numpy(), cost.double().numpy())
+
+
 def render(G, ws, bg, yaw: float = 0.0) -> torch.Tensor:
     cams = [G.camera_prior.frontal().with_(yaw=yaw)] * len(ws)
     with torch.no_grad():
@@ -155,7 +181,15 @@ def measure(G, predictor, direction, z, ws, bg, world: int) -> dict[str, float]:
     ratio = float(direction.settings.get("ratio", 0.2))
     acc_predictor, r_predictor = agreement(distance, by_strength[0.0][a], ratio)
     acc_truth, r_truth = agreement(distance, true_values, ratio)
-    truth_figures = {"fit_slope": float(np.polyfit(np.tile(STRENGTHS, len(ws)), fitted.ravel(), 1)[0]),
+    yaws = {}
+    for s in (-2.0, 0.0, 2.0):   # each head as the world explains it: the edited attribute at its fitted value
+        heads = head_params_from_z(z)
+        setattr(heads, a, torch.as_tensor(fitted[:, STRENGTHS.index(s)], dtype=torch.float32))
+        yaws[s] = fit_yaw(images[s], heads, G.camera_prior.frontal(), background_from_code(bg), world)
+    truth_figures = {"fit_yaw_drift": float(np.mean(np.abs(yaws[2.0] - yaws[0.0]))
+                                            + np.mean(np.abs(yaws[-2.0] - yaws[0.0]))) / 2,
+                     "fit_yaw_error": float(np.mean(np.abs(yaws[0.0]))),
+                     "fit_slope": float(np.polyfit(np.tile(STRENGTHS, len(ws)), fitted.ravel(), 1)[0]),
                      "fit_r": pearson(fitted[:, STRENGTHS.index(0.0)], true_values),
                      "acc_predictor": acc_predictor, "acc_truth": acc_truth,
                      "r_predictor": r_predictor, "r_truth": r_truth}
@@ -212,11 +246,13 @@ def main() -> None:
                   f"{100 * m['worst_other_change']:.1f} % | {m['yaw_drift']:.2f} | {views} |", flush=True)
     print("\nPredictor beside the world's truth, same held-out latents:\n")
     print("| set | attribute | change / unit: predictor | change / unit: world fit | world fit r (unedited) | "
-          "sign acc, extremes: predictor / truth | r(distance, label): predictor / truth |")
-    print("|---|---|---|---|---|---|---|")
+          "sign acc, extremes: predictor / truth | r(distance, label): predictor / truth | yaw drift (deg): "
+          "predictor / world fit | yaw fit error, unedited (deg) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, attribute, m in measured:
         print(f"| {name} | {attribute} | {m['slope']:+.3f} | {m['fit_slope']:+.3f} | {m['fit_r']:.3f} | "
-              f"{m['acc_predictor']:.3f} / {m['acc_truth']:.3f} | {m['r_predictor']:.3f} / {m['r_truth']:.3f} |")
+              f"{m['acc_predictor']:.3f} / {m['acc_truth']:.3f} | {m['r_predictor']:.3f} / {m['r_truth']:.3f} | "
+              f"{m['yaw_drift']:.2f} / {m['fit_yaw_drift']:.2f} | {m['fit_yaw_error']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,15 @@ def test_world_fit_of_a_binary_attribute(bench, heads, version):
     np.testing.assert_array_equal(fitted, values)
 
 
+def test_world_fit_reads_back_the_yaw_each_head_was_seen_at(bench, heads):
+    params, _, _, bg = heads
+    base = Camera(yaw=0.0, pitch=2.0)
+    offsets = [-2.7, 1.4]      # between the grid's 1-degree steps, one head each
+    world, intr = stack_cameras([base.with_(yaw=o) for o in offsets])
+    images = render_heads(params, world, intr, 128, bg, world=2).image
+    np.testing.assert_allclose(bench.fit_yaw(images, params, base, bg, 2), offsets, atol=0.1)
+
+
 def test_refined_argmin_finds_a_parabolas_vertex_between_grid_points(bench):
     grid = np.linspace(-1, 1, 21)
     cost = np.stack([(grid - 0.234) ** 2, (grid + 0.97) ** 2, np.abs(grid - 2.0)])
