@@ -6,9 +6,14 @@ procedural target at the model's resolution and reports mean PSNR, SSIM and LPIP
 yaw bin; for world 2 and later also PSNR over each part of the head (eyes, mouth, glasses, ...), pooled over
 the part's pixels. Then the attribute predictor (``--predictor``, default the bundled one) reads the same
 triples from the world's renders and from the model's: how much of each attribute the model's output still
-shows. Last, the model's render speed at batch 1 and the predictor's own held-out figures.
+shows. The predictor is a network trained on the same world (and the model's perceptual loss may use a sibling of
+it), so the first ``--world-fit`` triples are also read without any network: smile, age and glasses are fitted by
+re-rendering each head in the world with that parameter swept and the others true (``bench/directions.py``'s
+``fit_attribute``), the value whose render is closest to the model's in pixel MSE being the model's. Last, the
+model's render speed at batch 1 and the predictor's own held-out figures.
 
     python bench/bundled.py [--n 256] [--seed 2026] [--network bundled:heads] [--world 2] [--predictor DIR]
+                            [--world-fit 96]
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import platform
 import statistics
 import time
 
+import numpy as np
 import torch
 import torchvision
 
@@ -77,6 +83,24 @@ def attribute_readout(predictor: str | None, z: torch.Tensor, cams: list, fakes:
               f"{e.yaw_mae_deg:.2f} | a {a:.2f}, b {b:+.2f} |")
 
 
+def world_fit_readout(z: torch.Tensor, cams: list, fakes: torch.Tensor, code: torch.Tensor, world: int) -> None:
+    """Smile, age and glasses read off the model's renders by fitting the world (no predictor involved)."""
+    from directions import attribute_grid, fit_attribute   # bench/directions.py, beside this script
+
+    truth = head_params_from_z(z)
+    world_mat, intr = stack_cameras(cams)
+    print(f"\n| read by fitting the world ({len(z)} triples) | MAE | read = a * true + b |\n|---|---|---|")
+    for attribute in ("smile", "age", "glasses"):
+        fitted = fit_attribute(fakes[:, None], truth, attribute, attribute_grid(attribute), world_mat, intr,
+                               background_from_code(code), world)[:, 0]
+        true = getattr(truth, attribute).double().numpy()
+        if attribute == "glasses":
+            print(f"| glasses (accuracy) | {(fitted == true).mean():.3f} | |")
+            continue
+        a, b = np.polyfit(true, fitted, 1)
+        print(f"| {attribute} | {np.abs(fitted - true).mean():.3f} | a {a:.2f}, b {b:+.2f} |")
+
+
 def model_speed(G, repeats: int = 10) -> float:
     """Images per second at batch 1 through mapping and synthesis, median of ``repeats`` after a warm-up."""
     gen = torch.Generator().manual_seed(1)
@@ -100,6 +124,7 @@ def main() -> None:
     parser.add_argument("--world", type=int, default=None,
                         help="procedural world of the targets (default: the one the model's last stage learnt)")
     parser.add_argument("--predictor", default=None, help="attribute predictor directory (default: bundled)")
+    parser.add_argument("--world-fit", type=int, default=96, help="triples also read by fitting the world (0: none)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     G, info = load_with_info(args.network)
@@ -153,6 +178,9 @@ def main() -> None:
         for name in PARTS[1:]:
             print(f"| {name} | {parts[f'psnr_{name}']:.2f} |")
     attribute_readout(args.predictor, z, cams, torch.cat(fakes), torch.cat(reals))
+    if args.world_fit:
+        k = min(args.world_fit, args.n)
+        world_fit_readout(z[:k], cams[:k], torch.cat(fakes)[:k], code[:k], world)
     print(f"\n# model: {model_speed(G):.1f} images/s at batch 1 ({G.img_resolution} px, {torch.get_num_threads()} "
           f"threads, median of 10)")
     print(f"# procedural renderer: {renderer_speed():.0f} images/s at 64 px (batch 64, 2x2 anti-aliasing, "
