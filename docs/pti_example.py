@@ -50,7 +50,7 @@ def main() -> None:
         for photo, outcome in zip(photos, outcomes):
             truth = json.loads(photo.with_suffix(".json").read_text())
             latent = load_latent(outcome.out_dir / "latent.npz", generator=info)
-            tuned = tuned_for_latent(G, outcome.out_dir / "latent.npz", latent.ws, info.weights_sha256)
+            tuned = tuned_for_latent(G, outcome.out_dir / "latent.npz", latent, info.weights_sha256)
             params = HeadParams(**{k: torch.tensor([v] * len(YAWS)) for k, v in truth["params"].items()})
             world, intr = stack_cameras([Camera(**truth["camera"]).with_(yaw=y) for y in YAWS])
             real = render_heads(params, world, intr, R, torch.tensor([truth["background"]] * len(YAWS)),
