@@ -177,10 +177,11 @@ def main() -> None:
         print("\n| part | PSNR (dB), pooled over the part's pixels |\n|---|---|")
         for name in PARTS[1:]:
             print(f"| {name} | {parts[f'psnr_{name}']:.2f} |")
-    attribute_readout(args.predictor, z, cams, torch.cat(fakes), torch.cat(reals))
+    fakes = torch.cat(fakes)
+    attribute_readout(args.predictor, z, cams, fakes, torch.cat(reals))
     if args.world_fit:
         k = min(args.world_fit, args.n)
-        world_fit_readout(z[:k], cams[:k], torch.cat(fakes)[:k], code[:k], world)
+        world_fit_readout(z[:k], cams[:k], fakes[:k], code[:k], world)
     print(f"\n# model: {model_speed(G):.1f} images/s at batch 1 ({G.img_resolution} px, {torch.get_num_threads()} "
           f"threads, median of 10)")
     print(f"# procedural renderer: {renderer_speed():.0f} images/s at 64 px (batch 64, 2x2 anti-aliasing, "

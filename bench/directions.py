@@ -109,6 +109,15 @@ def refined_argmin(grid: np.ndarray, cost: np.ndarray) -> np.ndarray:
     return np.where(convex, grid[mid] + offset * (grid[1] - grid[0]), grid[k])
 
 
+def render_table(table: torch.Tensor, world_mat: torch.Tensor, camera_mat: torch.Tensor, background: torch.Tensor,
+                 resolution: int, world: int) -> torch.Tensor:
+    """World renders [M, 3, R, R] of the heads ``table`` [M, NUM_HEAD_PARAMS], each through its own camera and
+    background, in chunks of RENDER_CHUNK."""
+    chunks = [slice(i, i + RENDER_CHUNK) for i in range(0, len(table), RENDER_CHUNK)]
+    return torch.cat([render_heads(HeadParams.from_tensor(table[c]), world_mat[c], camera_mat[c], resolution,
+                                   background[c], world=world).image for c in chunks])
+
+
 def fit_attribute(images: torch.Tensor, heads: HeadParams, attribute: str, grid: torch.Tensor,
                   world_mat: torch.Tensor, camera_mat: torch.Tensor, background: torch.Tensor,
                   world: int) -> np.ndarray:
@@ -128,9 +137,7 @@ def fit_attribute(images: torch.Tensor, heads: HeadParams, attribute: str, grid:
     table = heads.as_tensor().repeat_interleave(K, 0)
     table[:, list(PARAM_RANGES).index(attribute)] = grid.repeat(N)
     world_mat, camera_mat, background = (t.repeat_interleave(K, 0) for t in (world_mat, camera_mat, background))
-    chunks = [slice(i, i + RENDER_CHUNK) for i in range(0, N * K, RENDER_CHUNK)]
-    renders = torch.cat([render_heads(HeadParams.from_tensor(table[c]), world_mat[c], camera_mat[c], R,
-                                      background[c], world=world).image for c in chunks]).reshape(N, K, 3, R, R)
+    renders = render_table(table, world_mat, camera_mat, background, R, world).reshape(N, K, 3, R, R)
     cost = torch.stack([(images[i, :, None] - renders[i, None]).square().mean(dim=(2, 3, 4)) for i in range(N)])
     return refined_argmin(grid.double().numpy(), cost.double().numpy())
 
@@ -146,10 +153,8 @@ def fit_yaw(images: torch.Tensor, heads: HeadParams, camera, background: torch.T
     K = len(YAW_GRID)
     table = heads.as_tensor().repeat_interleave(K, 0)
     world_mat, camera_mat = stack_cameras([camera.with_(yaw=camera.yaw + float(y)) for y in YAW_GRID] * N)
-    bgs = background.repeat_interleave(K, 0)
-    chunks = [slice(i, i + RENDER_CHUNK) for i in range(0, N * K, RENDER_CHUNK)]
-    renders = torch.cat([render_heads(HeadParams.from_tensor(table[c]), world_mat[c], camera_mat[c], R, bgs[c],
-                                      world=world).image for c in chunks]).reshape(N, K, 3, R, R)
+    renders = render_table(table, world_mat, camera_mat, background.repeat_interleave(K, 0), R,
+                           world).reshape(N, K, 3, R, R)
     cost = (images[:, None] - renders).square().mean(dim=(2, 3, 4))
     return refined_argmin(YAW_GRID.double().numpy(), cost.double().numpy())
 

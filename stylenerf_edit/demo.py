@@ -90,9 +90,7 @@ def run_demo(out_dir: str | Path = "demo", photo: str | Path | None = None, netw
         if not check.inside:    # stay inside what the model learnt
             (edit,) = clamp_edits([check])
             label = f"{label}\nclamped to {edit.strength:+.1f}\n(the model's range)"
-        edited = edit_latent(latent, [edit])
-        if tuning is not None:
-            edited = carry_tuning(edited, tuning)
+        edited = carry_tuning(edit_latent(latent, [edit]), tuning)
         folder = out / folder_name
         write_edit_outputs(G, latent, edited, folder, yaws=yaws, sweep=True, tuning=tuning)
         rows.append((label, list(render_latent(G, edited, views))))

@@ -155,9 +155,7 @@ def _invert_and_render(G: Generator, info: GeneratorInfo, lpips: LPIPS, items: l
                 tuned = tuned_for_latent(G, root / "latent.npz", original, info.weights_sha256)
                 tuning = tuning_beside(root / "latent.npz")
                 for e in job.edits:
-                    edited = edit_latent(original, [Edit(e.direction, e.strength)])
-                    if tuning is not None:
-                        edited = carry_tuning(edited, tuning)
+                    edited = carry_tuning(edit_latent(original, [Edit(e.direction, e.strength)]), tuning)
                     write_edit_outputs(tuned, original, edited, root / "edits" / e.folder, yaws=job.yaws, tuning=tuning)
             files[task.path] = _read_tree(root)
         seconds[task.path] = shared + time.perf_counter() - t1

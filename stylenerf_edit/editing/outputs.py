@@ -150,8 +150,6 @@ def edit_latent_file(latent_path: str | Path, edits: Sequence[str], out_dir: str
     outside = [c for c in checks if not c.inside]
     if clamp and outside:
         applied = clamp_edits(checks)
-    edited = edit_latent(original, applied)
-    if tuning is not None:
-        edited = carry_tuning(edited, tuning)
+    edited = carry_tuning(edit_latent(original, applied), tuning)
     files = write_edit_outputs(G, original, edited, out_dir, yaws, pitches, sweep, frames, max_yaw, tuning)
     return EditOutputs(edited, files, checks, [e for e, c in zip(applied, checks) if not c.inside] if clamp else [])

@@ -262,9 +262,12 @@ def tuning_beside(latent_path: str | Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def carry_tuning(latent: Latent, tuning_path: str | Path) -> Latent:
+def carry_tuning(latent: Latent, tuning_path: str | Path | None) -> Latent:
     """``latent`` (an edit of the tuned pivot) marked as drawn by that tuning: its metadata names the pivot the
-    tuning was made around, so the tuning copied beside it is accepted although its own W+ rows differ."""
+    tuning was made around, so the tuning copied beside it is accepted although its own W+ rows differ.
+    ``latent`` itself when there is no tuning (None)."""
+    if tuning_path is None:
+        return latent
     return replace(latent, extra={**latent.extra, TUNED_AROUND: load_tuning(tuning_path).pivot_sha256})
 
 

@@ -61,18 +61,20 @@ class AttributePredictor(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Raw outputs [B, 6]: smile, age, glasses logit, hair colour, yaw/30, pitch/30."""
+        return self.head(self.features(self._input(images)))
+
+    def _input(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] -> [B, 3, S, S] at the input resolution S (area-resized when it differs)."""
         assert images.ndim == 4 and images.shape[1] == 3, f"expected [B, 3, H, W], got {tuple(images.shape)}"
         size = self.input_resolution
-        if images.shape[-1] != size or images.shape[-2] != size:
+        if images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="area")
-        return self.head(self.features(images))
+        return images
 
     def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The activations that end each resolution of the body (and of each stem layer): [B, C_k, H_k, W_k],
         finest first."""
-        assert images.ndim == 4 and images.shape[1] == 3, f"expected [B, 3, H, W], got {tuple(images.shape)}"
-        size = self.input_resolution
-        x = images if images.shape[-2:] == (size, size) else F.interpolate(images, size=(size, size), mode="area")
+        x = self._input(images)
         layers = list(self.features)
         maps = []
         for i, layer in enumerate(layers):
